@@ -1,0 +1,385 @@
+//! `FeederSupervisor` and `FeederActor`: the live load of each feeder.
+//!
+//! The durable feeder load is the set of per-meter contributions the meters write under
+//! (feeder, interval, meter); queries sum those rows, so stored feeder load is exact whatever
+//! happens to these actors. A `FeederActor` keeps the live view: the last
+//! [`LIVE_INTERVALS`] 15-minute intervals with each meter's contribution (replaced, never
+//! added, so a revised contribution cannot count twice), the customer total and head meter
+//! separately, and the highest interval load seen since activation. Grid rules (loading,
+//! reverse flow, energy balance) build on this view.
+//!
+//! Supervision: the node supervisor supervises the `FeederSupervisor`; it supervises one
+//! `FeederActor` per active feeder, activated on the first contribution or query. Restart
+//! policy: transient, like meters: a failed feeder actor is re-activated on demand (rebuilding
+//! its live view from stored contributions), and more than `actors.max_restarts` failures
+//! within `actors.restart_window` escalate to the node supervisor.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+
+use gridmesh_proto::internal::FeederContribution;
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor_cluster::RactorMessage;
+
+use crate::buckets::MIN15_MS;
+use crate::context::{NodeContext, now_ms};
+use crate::restart::{RestartBudget, RestartDecision};
+
+/// Intervals kept in the live view (two hours).
+pub const LIVE_INTERVALS: usize = 8;
+
+/// Messages of the feeder supervisor. Local only.
+#[derive(RactorMessage)]
+pub enum FeederSupervisorMsg {
+    /// A meter's contribution to one interval (replaces its previous one).
+    Contribution {
+        /// Feeder.
+        feeder_id: String,
+        /// Interval start, ms.
+        interval_start_ms: i64,
+        /// Meter.
+        meter_id: String,
+        /// The contribution.
+        contribution: FeederContribution,
+    },
+    /// The live view of a feeder (activates it).
+    Live {
+        /// Feeder.
+        feeder_id: String,
+        /// Reply.
+        reply: RpcReplyPort<FeederLive>,
+    },
+    /// Number of active feeder actors.
+    ActiveCount(RpcReplyPort<usize>),
+}
+
+/// Messages of one feeder actor. Local only.
+#[derive(RactorMessage)]
+pub enum FeederMsg {
+    /// See [`FeederSupervisorMsg::Contribution`].
+    Contribution {
+        /// Interval start, ms.
+        interval_start_ms: i64,
+        /// Meter.
+        meter_id: String,
+        /// The contribution.
+        contribution: FeederContribution,
+    },
+    /// See [`FeederSupervisorMsg::Live`].
+    Live(RpcReplyPort<FeederLive>),
+}
+
+/// Live totals of one interval.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct LiveInterval {
+    /// Interval start, ms.
+    pub start_ts_ms: i64,
+    /// Customer meters contributing.
+    pub meters: u32,
+    /// Customer import minus export, Wh.
+    pub customer_net_wh: f64,
+    /// Head meter import, Wh.
+    pub head_import_wh: f64,
+}
+
+impl LiveInterval {
+    /// Mean net customer load over the interval, W.
+    pub fn mean_load_w(&self) -> f64 {
+        self.customer_net_wh * 3_600_000.0 / MIN15_MS as f64
+    }
+}
+
+/// The live view of a feeder.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeederLive {
+    /// Recent intervals, oldest first.
+    pub intervals: Vec<LiveInterval>,
+    /// Highest mean interval load seen since activation, W, and its interval start.
+    pub peak: Option<(i64, f64)>,
+}
+
+/// The feeder supervisor.
+#[derive(Debug)]
+pub struct FeederSupervisor;
+
+/// State of the feeder supervisor.
+pub struct FeederSupervisorState {
+    ctx: Arc<NodeContext>,
+    active: HashMap<String, ActorRef<FeederMsg>>,
+    by_actor: HashMap<ActorId, String>,
+    restarts: RestartBudget,
+}
+
+impl Actor for FeederSupervisor {
+    type Msg = FeederSupervisorMsg;
+    type State = FeederSupervisorState;
+    type Arguments = Arc<NodeContext>;
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<Self::Msg>,
+        ctx: Arc<NodeContext>,
+    ) -> Result<Self::State, ActorProcessingErr> {
+        let actors = &ctx.config.actors;
+        Ok(FeederSupervisorState {
+            restarts: RestartBudget::new(actors.max_restarts, actors.restart_window),
+            ctx,
+            active: HashMap::new(),
+            by_actor: HashMap::new(),
+        })
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<Self::Msg>,
+        msg: Self::Msg,
+        s: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            FeederSupervisorMsg::Contribution {
+                feeder_id,
+                interval_start_ms,
+                meter_id,
+                contribution,
+            } => {
+                let feeder = s.feeder(&myself, &feeder_id).await?;
+                let _ = feeder.cast(FeederMsg::Contribution {
+                    interval_start_ms,
+                    meter_id,
+                    contribution,
+                });
+            }
+            FeederSupervisorMsg::Live { feeder_id, reply } => {
+                let feeder = s.feeder(&myself, &feeder_id).await?;
+                let _ = feeder.cast(FeederMsg::Live(reply));
+            }
+            FeederSupervisorMsg::ActiveCount(reply) => {
+                let _ = reply.send(s.active.len());
+            }
+        }
+        Ok(())
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        _: ActorRef<Self::Msg>,
+        event: SupervisionEvent,
+        s: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason) = match &event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.clone().unwrap_or_default())
+            }
+            SupervisionEvent::ActorFailed(cell, error) => (cell, error.to_string()),
+            _ => return Ok(()),
+        };
+        let Some(feeder_id) = s.by_actor.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        s.active.remove(&feeder_id);
+        tracing::warn!(feeder = %feeder_id, reason, "feeder actor stopped unexpectedly");
+        metrics::counter!("gridmesh_actor_failures_total", "kind" => "feeder").increment(1);
+        match s.restarts.record_failure(Instant::now()) {
+            RestartDecision::Restart { .. } => Ok(()),
+            RestartDecision::Escalate => {
+                Err("feeder actor failures exceeded the restart budget".into())
+            }
+        }
+    }
+}
+
+impl FeederSupervisorState {
+    async fn feeder(
+        &mut self,
+        myself: &ActorRef<FeederSupervisorMsg>,
+        feeder_id: &str,
+    ) -> Result<ActorRef<FeederMsg>, ActorProcessingErr> {
+        if let Some(actor) = self.active.get(feeder_id) {
+            return Ok(actor.clone());
+        }
+        let args = (feeder_id.to_owned(), self.ctx.clone());
+        let (actor, _) = Actor::spawn_linked(None, FeederActor, args, myself.get_cell()).await?;
+        self.by_actor.insert(actor.get_id(), feeder_id.to_owned());
+        self.active.insert(feeder_id.to_owned(), actor.clone());
+        Ok(actor)
+    }
+}
+
+/// One feeder's live view.
+#[derive(Debug)]
+pub struct FeederActor;
+
+/// State of a feeder actor.
+pub struct FeederState {
+    feeder_id: String,
+    intervals: BTreeMap<i64, HashMap<String, FeederContribution>>,
+    peak: Option<(i64, f64)>,
+}
+
+impl Actor for FeederActor {
+    type Msg = FeederMsg;
+    type State = FeederState;
+    type Arguments = (String, Arc<NodeContext>);
+
+    async fn pre_start(
+        &self,
+        _: ActorRef<FeederMsg>,
+        (feeder_id, ctx): Self::Arguments,
+    ) -> Result<FeederState, ActorProcessingErr> {
+        // Rebuild the live window from the stored contributions of the last intervals.
+        let from = now_ms() - (LIVE_INTERVALS as i64 + 1) * MIN15_MS;
+        let mut state = FeederState {
+            feeder_id,
+            intervals: BTreeMap::new(),
+            peak: None,
+        };
+        for (start, meter, contribution) in
+            ctx.store
+                .feeder_contributions(&state.feeder_id, from, i64::MAX)?
+        {
+            state.record(start, meter, contribution);
+        }
+        metrics::gauge!("gridmesh_active_actors", "kind" => "feeder").increment(1.0);
+        Ok(state)
+    }
+
+    async fn post_stop(
+        &self,
+        _: ActorRef<FeederMsg>,
+        _: &mut FeederState,
+    ) -> Result<(), ActorProcessingErr> {
+        metrics::gauge!("gridmesh_active_actors", "kind" => "feeder").decrement(1.0);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        _: ActorRef<FeederMsg>,
+        msg: FeederMsg,
+        s: &mut FeederState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            FeederMsg::Contribution {
+                interval_start_ms,
+                meter_id,
+                contribution,
+            } => {
+                s.record(interval_start_ms, meter_id, contribution);
+            }
+            FeederMsg::Live(reply) => {
+                let _ = reply.send(s.live());
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FeederState {
+    fn record(&mut self, start: i64, meter_id: String, contribution: FeederContribution) {
+        let oldest_kept = self
+            .intervals
+            .keys()
+            .next_back()
+            .map_or(i64::MIN, |newest| {
+                newest - (LIVE_INTERVALS as i64 - 1) * MIN15_MS
+            });
+        if start < oldest_kept {
+            return; // too old for the live view; the stored row is what queries use
+        }
+        self.intervals
+            .entry(start)
+            .or_default()
+            .insert(meter_id, contribution);
+        while self.intervals.len() > LIVE_INTERVALS {
+            self.intervals.pop_first();
+        }
+        if let Some(total) = self.total(start) {
+            let load = total.mean_load_w();
+            if self.peak.is_none_or(|(_, peak)| load > peak) {
+                self.peak = Some((start, load));
+            }
+        }
+    }
+
+    fn total(&self, start: i64) -> Option<LiveInterval> {
+        let meters = self.intervals.get(&start)?;
+        let mut live = LiveInterval {
+            start_ts_ms: start,
+            ..LiveInterval::default()
+        };
+        for c in meters.values() {
+            if c.head_meter {
+                live.head_import_wh += c.energy_import_wh;
+            } else {
+                live.meters += 1;
+                live.customer_net_wh += c.energy_import_wh - c.energy_export_wh;
+            }
+        }
+        Some(live)
+    }
+
+    fn live(&self) -> FeederLive {
+        FeederLive {
+            intervals: self
+                .intervals
+                .keys()
+                .filter_map(|s| self.total(*s))
+                .collect(),
+            peak: self.peak,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn contribution(import_wh: f64, head: bool) -> FeederContribution {
+        FeederContribution {
+            energy_import_wh: import_wh,
+            energy_export_wh: 0.0,
+            reading_count: 1,
+            head_meter: head,
+        }
+    }
+
+    #[test]
+    fn revised_contributions_replace_instead_of_adding() {
+        let mut state = FeederState {
+            feeder_id: "f".into(),
+            intervals: BTreeMap::new(),
+            peak: None,
+        };
+        state.record(0, "m1".into(), contribution(100.0, false));
+        state.record(0, "m1".into(), contribution(150.0, false));
+        state.record(0, "m2".into(), contribution(50.0, false));
+        state.record(0, "head".into(), contribution(210.0, true));
+        let live = state.live();
+        assert_eq!(live.intervals.len(), 1);
+        assert_eq!(live.intervals[0].customer_net_wh, 200.0);
+        assert_eq!(live.intervals[0].meters, 2);
+        assert_eq!(live.intervals[0].head_import_wh, 210.0);
+        assert_eq!(
+            live.peak.map(|p| p.1),
+            Some(800.0),
+            "200 Wh in 15 min is 800 W"
+        );
+    }
+
+    #[test]
+    fn live_window_is_bounded() {
+        let mut state = FeederState {
+            feeder_id: "f".into(),
+            intervals: BTreeMap::new(),
+            peak: None,
+        };
+        for i in 0..100 {
+            state.record(i * MIN15_MS, "m".into(), contribution(1.0, false));
+        }
+        assert_eq!(state.intervals.len(), LIVE_INTERVALS);
+        // A late contribution far behind the window does not grow it again.
+        state.record(0, "m".into(), contribution(1.0, false));
+        assert_eq!(state.intervals.len(), LIVE_INTERVALS);
+    }
+}

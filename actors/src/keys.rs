@@ -1,0 +1,102 @@
+//! Key layout of the fjall keyspaces. All integers are big-endian so that byte order is time
+//! order and one meter's readings are one contiguous range.
+//!
+//! | keyspace    | key                                                   | value                  |
+//! |-------------|-------------------------------------------------------|------------------------|
+//! | `readings`  | `len(meter) u8, meter, ts_ms u64`                     | `v1.Reading` (no id)   |
+//! | `meters`    | `meter`                                               | `MeterState`           |
+//! | `registry`  | `b'm', meter` / `b'f', feeder`                        | `MeterInfo`/`FeederInfo` |
+//! | `feeder_load` | `len(feeder) u8, feeder, interval_start u64, meter` | `FeederContribution`   |
+//! | `audit`     | `len(meter) u8, meter, ts_ms u64, applied_at u64`     | `CorrectionAudit`      |
+//! | `meta`      | UTF-8 name                                            | UTF-8 value            |
+//!
+//! Timestamps are at or after 2000-01-01 (validated), so they are positive and the `u64`
+//! encoding preserves order. Ids are at most 64 bytes, so one length byte suffices; the length
+//! prefix stops `m1` from being a key prefix of `m10`.
+
+/// `len, id` — the prefix of everything stored per meter (or feeder).
+pub fn id_prefix(id: &str) -> Vec<u8> {
+    debug_assert!(
+        id.len() <= gridmesh_proto::ids::MAX_ID_LEN,
+        "ids are validated before storage"
+    );
+    let mut key = Vec::with_capacity(1 + id.len() + 16);
+    key.push(id.len() as u8);
+    key.extend_from_slice(id.as_bytes());
+    key
+}
+
+/// Key of one reading.
+pub fn reading_key(meter: &str, ts_ms: i64) -> Vec<u8> {
+    let mut key = id_prefix(meter);
+    key.extend_from_slice(&(ts_ms as u64).to_be_bytes());
+    key
+}
+
+/// The timestamp at the end of a reading (or audit) key.
+pub fn ts_of_reading_key(key: &[u8]) -> Option<i64> {
+    let len = *key.first()? as usize;
+    let bytes: [u8; 8] = key.get(1 + len..1 + len + 8)?.try_into().ok()?;
+    Some(u64::from_be_bytes(bytes) as i64)
+}
+
+/// Registry key of a meter.
+pub fn meter_info_key(meter: &str) -> Vec<u8> {
+    [b"m".as_slice(), meter.as_bytes()].concat()
+}
+
+/// Registry key of a feeder.
+pub fn feeder_info_key(feeder: &str) -> Vec<u8> {
+    [b"f".as_slice(), feeder.as_bytes()].concat()
+}
+
+/// Key of one meter's contribution to one feeder interval.
+pub fn feeder_load_key(feeder: &str, interval_start_ms: i64, meter: &str) -> Vec<u8> {
+    let mut key = id_prefix(feeder);
+    key.extend_from_slice(&(interval_start_ms as u64).to_be_bytes());
+    key.extend_from_slice(meter.as_bytes());
+    key
+}
+
+/// Splits a feeder load key into (interval start, meter).
+pub fn split_feeder_load_key(key: &[u8]) -> Option<(i64, &str)> {
+    let len = *key.first()? as usize;
+    let bytes: [u8; 8] = key.get(1 + len..1 + len + 8)?.try_into().ok()?;
+    let meter = std::str::from_utf8(key.get(1 + len + 8..)?).ok()?;
+    Some((u64::from_be_bytes(bytes) as i64, meter))
+}
+
+/// Key of one audit record.
+pub fn audit_key(meter: &str, ts_ms: i64, applied_at_ms: i64) -> Vec<u8> {
+    let mut key = reading_key(meter, ts_ms);
+    key.extend_from_slice(&(applied_at_ms as u64).to_be_bytes());
+    key
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn reading_keys_sort_by_meter_then_time(
+            a in "[a-z0-9]{1,8}", b in "[a-z0-9]{1,8}",
+            t1 in 946_684_800_000i64..4_102_444_800_000, t2 in 946_684_800_000i64..4_102_444_800_000,
+        ) {
+            let (k1, k2) = (reading_key(&a, t1), reading_key(&a, t2));
+            prop_assert_eq!(k1.cmp(&k2), t1.cmp(&t2));
+            prop_assert_eq!(ts_of_reading_key(&k1), Some(t1));
+            // Keys of different meters never interleave: one meter is one prefix range.
+            if a != b {
+                prop_assert!(!reading_key(&b, t2).starts_with(&id_prefix(&a)));
+            }
+        }
+
+        #[test]
+        fn feeder_keys_round_trip(f in "[a-z0-9]{1,8}", m in "[a-z0-9]{1,8}", t in 0i64..i64::MAX) {
+            let key = feeder_load_key(&f, t, &m);
+            prop_assert_eq!(split_feeder_load_key(&key), Some((t, m.as_str())));
+        }
+    }
+}

@@ -1,0 +1,560 @@
+//! `MeterActor`: one per active meter, the only writer of that meter's readings.
+//!
+//! Supervised by its [`crate::shard::ShardSupervisor`]. It owns the meter's rolling state
+//! (newest timestamp, registers, counters, the open 15-minute accumulator) and decides every
+//! reading with [`crate::validation::decide`]. Per batch it submits **one** write request with
+//! the accepted readings, the updated state and the meter's contribution to each 15-minute
+//! feeder interval the batch touched; the batch's outcome for this meter travels with the
+//! request and is released only once the write is durable.
+//!
+//! Activation: the state is loaded in `post_start`, after waiting for the meter's previous
+//! incarnation's writes to be applied (its [`WriteCursor`] outlives the actor), so a
+//! re-activated meter resumes exactly where the last one stopped. Passivation: the state is
+//! already on disk after every batch, so stopping costs nothing.
+//!
+//! Restart policy (applied by the shard): transient. A failed meter is not restarted eagerly;
+//! its next message re-activates it from stored state. Failures count against the shard's
+//! restart budget, which escalates when exceeded.
+//!
+//! Message types are local-only: meters are never advertised to peers.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
+
+use gridmesh_proto::internal::{
+    BucketAccumulator, CorrectionAudit, FeederContribution, MeterState,
+};
+use gridmesh_proto::v1::{
+    ActivationState, MeterInfo, MeterStatus, Reading, RejectReason, Rejection,
+};
+use prost::Message;
+use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
+use ractor_cluster::RactorMessage;
+use tokio::sync::mpsc;
+
+use crate::buckets::{self, Bucket};
+use crate::context::{NodeContext, now_ms};
+use crate::feeder::FeederSupervisorMsg;
+use crate::keys;
+use crate::storage::{Store, encode_reading};
+use crate::validation::{Decision, History, MeterRules, Neighbour, decide};
+use crate::writer::{Completion, Row, Space, WriteCursor, WriteRequest};
+
+/// The readings of one meter from one batch.
+#[derive(Debug)]
+pub struct MeterWork {
+    /// The meter.
+    pub meter_id: String,
+    /// Index of this group in its batch, echoed in the outcome.
+    pub group: u32,
+    /// `(index in batch, reading)`, in batch order.
+    pub readings: Vec<(u32, Reading)>,
+    /// Where the outcome goes once durable. Dropping it unanswered means "retry".
+    pub outcome: mpsc::Sender<GroupOutcome>,
+}
+
+/// What happened to one [`MeterWork`].
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct GroupOutcome {
+    /// The group index.
+    pub group: u32,
+    /// Readings accepted (new, duplicate or correction).
+    pub accepted: u32,
+    /// Of those, duplicates.
+    pub duplicates: u32,
+    /// Of those, corrections.
+    pub corrections: u32,
+    /// Rejected readings.
+    pub rejected: Vec<Rejection>,
+}
+
+/// Messages of a meter actor. Local only.
+#[derive(RactorMessage)]
+pub enum MeterMsg {
+    /// Decide and store readings.
+    Ingest(MeterWork),
+    /// Report live status. `was_active` says whether the actor was resident before this.
+    Status {
+        /// Whether the meter was active before the request.
+        was_active: bool,
+        /// Reply.
+        reply: RpcReplyPort<Option<MeterStatus>>,
+    },
+    /// Stop after everything queued before this message.
+    Passivate,
+}
+
+/// Start-up arguments.
+#[derive(Debug)]
+pub struct MeterArgs {
+    /// Registry entry.
+    pub info: MeterInfo,
+    /// Write `info` to the registry with the first batch (auto-registration).
+    pub register: bool,
+    /// Write cursor shared with earlier incarnations.
+    pub cursor: Arc<WriteCursor>,
+    /// Node context.
+    pub ctx: Arc<NodeContext>,
+}
+
+/// The actor (stateless; everything lives in [`MeterActorState`]).
+#[derive(Debug)]
+pub struct MeterActor;
+
+/// Live state of one meter.
+pub struct MeterActorState {
+    info: MeterInfo,
+    is_head_meter: bool,
+    register: bool,
+    rules: MeterRules,
+    state: MeterState,
+    state_dirty: bool,
+    cursor: Arc<WriteCursor>,
+    ctx: Arc<NodeContext>,
+}
+
+impl Actor for MeterActor {
+    type Msg = MeterMsg;
+    type State = MeterActorState;
+    type Arguments = MeterArgs;
+
+    async fn pre_start(
+        &self,
+        _myself: ActorRef<MeterMsg>,
+        args: MeterArgs,
+    ) -> Result<MeterActorState, ActorProcessingErr> {
+        let ingest = &args.ctx.config.ingest;
+        let rules = MeterRules {
+            out_of_order_window_ms: ingest.out_of_order_window.as_millis() as i64,
+            nominal_voltage_v: args.info.nominal_voltage_v,
+        };
+        Ok(MeterActorState {
+            is_head_meter: false,
+            register: args.register,
+            rules,
+            state: MeterState::default(),
+            state_dirty: false,
+            info: args.info,
+            cursor: args.cursor,
+            ctx: args.ctx,
+        })
+    }
+
+    async fn post_start(
+        &self,
+        _myself: ActorRef<MeterMsg>,
+        s: &mut MeterActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        // The previous incarnation may still have writes queued; read only after they landed.
+        s.cursor.wait_applied().await;
+        let store = &s.ctx.store;
+        s.state = store.meter_state(&s.info.meter_id)?.unwrap_or_default();
+        s.state.activations += 1;
+        s.state_dirty = true;
+        if !s.info.feeder_id.is_empty() {
+            s.is_head_meter = store
+                .feeder_info(&s.info.feeder_id)?
+                .is_some_and(|f| f.head_meter_id == s.info.meter_id);
+        }
+        metrics::gauge!("gridmesh_active_actors", "kind" => "meter").increment(1.0);
+        metrics::counter!("gridmesh_meter_activations_total").increment(1);
+        Ok(())
+    }
+
+    async fn post_stop(
+        &self,
+        _myself: ActorRef<MeterMsg>,
+        _s: &mut MeterActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        metrics::gauge!("gridmesh_active_actors", "kind" => "meter").decrement(1.0);
+        Ok(())
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<MeterMsg>,
+        msg: MeterMsg,
+        s: &mut MeterActorState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            MeterMsg::Ingest(work) => s.ingest(work).await,
+            MeterMsg::Status { was_active, reply } => s.status(was_active, reply).await,
+            MeterMsg::Passivate => s.passivate(myself).await,
+        }
+    }
+}
+
+/// The effect of one batch on one meter, built up reading by reading.
+struct BatchEffect {
+    outcome: GroupOutcome,
+    rows: Vec<Row>,
+    /// Readings accepted in this batch, not yet in the store: `ts → (reading, encoding)`.
+    pending: BTreeMap<i64, (Reading, Vec<u8>)>,
+    /// 15-minute buckets other than the open one that changed (backfill, corrections).
+    dirty_buckets: BTreeSet<i64>,
+    /// The open bucket must be recomputed from storage (a correction landed in it).
+    open_dirty: bool,
+    /// Whether the open bucket changed at all.
+    open_touched: bool,
+}
+
+impl MeterActorState {
+    async fn ingest(&mut self, work: MeterWork) -> Result<(), ActorProcessingErr> {
+        // Decisions about older timestamps read the store: our own queued writes must be there.
+        if work
+            .readings
+            .iter()
+            .any(|(_, r)| r.ts_ms <= self.state.last_ts_ms)
+        {
+            self.cursor.wait_applied().await;
+        }
+        let mut effect = BatchEffect {
+            outcome: GroupOutcome {
+                group: work.group,
+                ..GroupOutcome::default()
+            },
+            rows: Vec::with_capacity(work.readings.len() + 3),
+            pending: BTreeMap::new(),
+            dirty_buckets: BTreeSet::new(),
+            open_dirty: false,
+            open_touched: false,
+        };
+        for (index, reading) in work.readings {
+            self.decide_one(index, reading, &mut effect)?;
+        }
+        self.finish_batch(&mut effect)?;
+        self.submit(effect, work.outcome).await;
+        Ok(())
+    }
+
+    fn decide_one(
+        &mut self,
+        index: u32,
+        reading: Reading,
+        effect: &mut BatchEffect,
+    ) -> Result<(), ActorProcessingErr> {
+        let encoded = encode_reading(&reading);
+        let decision = {
+            let mut history = Overlay {
+                store: &self.ctx.store,
+                meter: &self.info.meter_id,
+                pending: &effect.pending,
+            };
+            decide(&self.state, &self.rules, &reading, &encoded, &mut history)
+        };
+        let outcome = &mut effect.outcome;
+        match decision {
+            Decision::Insert { out_of_order } => {
+                outcome.accepted += 1;
+                self.state.readings_accepted += 1;
+                self.state.out_of_order += u64::from(out_of_order);
+                self.apply(reading, encoded, false, effect);
+            }
+            Decision::Duplicate => {
+                outcome.accepted += 1;
+                outcome.duplicates += 1;
+                self.state.duplicates += 1;
+            }
+            Decision::Correction { replaced } => {
+                outcome.accepted += 1;
+                outcome.corrections += 1;
+                self.state.corrections += 1;
+                let audit = CorrectionAudit {
+                    applied_at_ms: now_ms(),
+                    replaced_reading: replaced,
+                };
+                let key = keys::audit_key(&self.info.meter_id, reading.ts_ms, audit.applied_at_ms);
+                effect
+                    .rows
+                    .push(Row::put(Space::Audit, key, audit.encode_to_vec()));
+                self.apply(reading, encoded, true, effect);
+            }
+            Decision::Reject((reason, message)) => {
+                self.state.readings_rejected += 1;
+                outcome.rejected.push(Rejection {
+                    index,
+                    reason: reason as i32,
+                    message,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Stores an accepted reading and updates the rolling state and accumulators.
+    fn apply(
+        &mut self,
+        reading: Reading,
+        encoded: Vec<u8>,
+        correction: bool,
+        effect: &mut BatchEffect,
+    ) {
+        let ts = reading.ts_ms;
+        let bucket = Bucket::Min15.start_of(ts);
+        let key = keys::reading_key(&self.info.meter_id, ts);
+        effect
+            .rows
+            .push(Row::put(Space::Readings, key, encoded.clone()));
+
+        let open_start = self.state.open_interval.as_ref().map(|a| a.start_ts_ms);
+        if ts > self.state.last_ts_ms {
+            match &mut self.state.open_interval {
+                Some(open) if open.start_ts_ms == bucket => buckets::accumulate(open, &reading),
+                _ => {
+                    // A newer bucket opens; the previous open one was already written to the
+                    // feeder with its final value by the batch that last changed it.
+                    let mut open = buckets::empty_accumulator(bucket);
+                    buckets::accumulate(&mut open, &reading);
+                    self.state.open_interval = Some(open);
+                }
+            }
+            effect.open_touched = true;
+            self.state.last_ts_ms = ts;
+            self.track_registers(&reading);
+        } else if open_start == Some(bucket) {
+            effect.open_touched = true;
+            if correction {
+                effect.open_dirty = true;
+            } else if let Some(open) = &mut self.state.open_interval {
+                buckets::accumulate(open, &reading);
+            }
+            if ts == self.state.last_ts_ms {
+                self.track_registers(&reading);
+            }
+        } else {
+            effect.dirty_buckets.insert(bucket);
+        }
+        effect.pending.insert(ts, (reading, encoded));
+    }
+
+    fn track_registers(&mut self, reading: &Reading) {
+        if reading.energy_import_register_wh.is_some() {
+            self.state.last_import_register_wh = reading.energy_import_register_wh;
+        }
+        if reading.energy_export_register_wh.is_some() {
+            self.state.last_export_register_wh = reading.energy_export_register_wh;
+        }
+    }
+
+    /// Recomputes changed buckets and adds state, feeder and registry rows.
+    fn finish_batch(&mut self, effect: &mut BatchEffect) -> Result<(), ActorProcessingErr> {
+        if effect.open_dirty {
+            if let Some(open) = &self.state.open_interval {
+                self.state.open_interval = Some(self.recompute(open.start_ts_ms, &effect.pending)?);
+            }
+        }
+        let mut changed: Vec<BucketAccumulator> = Vec::new();
+        for start in std::mem::take(&mut effect.dirty_buckets) {
+            changed.push(self.recompute(start, &effect.pending)?);
+        }
+        if effect.open_touched {
+            changed.extend(self.state.open_interval.clone());
+        }
+        self.contribute(&changed, effect);
+
+        if self.register {
+            let key = keys::meter_info_key(&self.info.meter_id);
+            effect
+                .rows
+                .push(Row::put(Space::Registry, key, self.info.encode_to_vec()));
+            self.register = false;
+        }
+        if !effect.rows.is_empty() || self.state_dirty {
+            let key = self.info.meter_id.as_bytes().to_vec();
+            effect
+                .rows
+                .push(Row::put(Space::Meters, key, self.state.encode_to_vec()));
+            self.state_dirty = false;
+        }
+        Ok(())
+    }
+
+    /// Rebuilds one 15-minute bucket from stored readings overlaid with this batch's.
+    fn recompute(
+        &self,
+        start: i64,
+        pending: &BTreeMap<i64, (Reading, Vec<u8>)>,
+    ) -> Result<BucketAccumulator, ActorProcessingErr> {
+        // A reading stamped t belongs to the bucket holding t - 1: the range is (start, end].
+        let end = start + Bucket::Min15.len_ms();
+        let stored =
+            self.ctx
+                .store
+                .readings_between(&self.info.meter_id, start + 1, end + 1, usize::MAX)?;
+        let mut merged: BTreeMap<i64, Reading> = stored.into_iter().collect();
+        for (ts, (reading, _)) in pending.range(start + 1..end + 1) {
+            merged.insert(*ts, reading.clone());
+        }
+        let mut acc = buckets::empty_accumulator(start);
+        merged
+            .values()
+            .for_each(|r| buckets::accumulate(&mut acc, r));
+        Ok(acc)
+    }
+
+    /// Writes this meter's contribution to each changed feeder interval and tells the feeder.
+    fn contribute(&self, changed: &[BucketAccumulator], effect: &mut BatchEffect) {
+        if self.info.feeder_id.is_empty() || changed.is_empty() {
+            return;
+        }
+        let feeders = self.ctx.feeder_supervisor();
+        for acc in changed {
+            let contribution = FeederContribution {
+                energy_import_wh: acc.energy_import_wh,
+                energy_export_wh: acc.energy_export_wh,
+                reading_count: acc.reading_count,
+                head_meter: self.is_head_meter,
+            };
+            let key =
+                keys::feeder_load_key(&self.info.feeder_id, acc.start_ts_ms, &self.info.meter_id);
+            effect.rows.push(Row::put(
+                Space::FeederLoad,
+                key,
+                contribution.encode_to_vec(),
+            ));
+            if let Some(feeders) = &feeders {
+                // The live view is best effort: the stored row above is the source of truth.
+                let _ = feeders.cast(FeederSupervisorMsg::Contribution {
+                    feeder_id: self.info.feeder_id.clone(),
+                    interval_start_ms: acc.start_ts_ms,
+                    meter_id: self.info.meter_id.clone(),
+                    contribution,
+                });
+            }
+        }
+    }
+
+    /// Hands the rows to the writer; the outcome is sent once they are durable. Even a batch
+    /// with nothing to write goes through the writer, so that an ack for a duplicate never
+    /// overtakes the still-unsynced write of the original.
+    async fn submit(&mut self, effect: BatchEffect, outcome_tx: mpsc::Sender<GroupOutcome>) {
+        let outcome = effect.outcome;
+        let completion: Completion = Box::new(move |result| {
+            if result.is_ok() {
+                // Capacity is one slot per group, so this never fails for a live receiver.
+                let _ = outcome_tx.try_send(outcome);
+            }
+        });
+        let request = WriteRequest {
+            rows: effect.rows,
+            cursor: Some((self.cursor.clone(), self.cursor.next_seq())),
+            completion: Some(completion),
+        };
+        if self.ctx.writer.submit(request).await.is_err() {
+            tracing::warn!(meter = %self.info.meter_id, "writer stopped; batch not stored");
+        }
+    }
+
+    async fn status(
+        &mut self,
+        was_active: bool,
+        reply: RpcReplyPort<Option<MeterStatus>>,
+    ) -> Result<(), ActorProcessingErr> {
+        self.cursor.wait_applied().await;
+        let last_reading = match self.state.last_ts_ms {
+            0 => None,
+            ts => self
+                .ctx
+                .store
+                .readings_between(&self.info.meter_id, ts, ts + 1, 1)?
+                .pop()
+                .map(|(_, r)| r),
+        };
+        let s = &self.state;
+        let activation = if was_active {
+            ActivationState::Active
+        } else {
+            ActivationState::Passivated
+        };
+        let _ = reply.send(Some(MeterStatus {
+            meter_id: self.info.meter_id.clone(),
+            activation: activation as i32,
+            last_reading,
+            readings_accepted: s.readings_accepted,
+            readings_rejected: s.readings_rejected,
+            duplicates: s.duplicates,
+            corrections: s.corrections,
+            out_of_order: s.out_of_order,
+            activations: s.activations,
+        }));
+        Ok(())
+    }
+
+    async fn passivate(&mut self, myself: ActorRef<MeterMsg>) -> Result<(), ActorProcessingErr> {
+        if self.state_dirty {
+            // Persist the activation count even when the meter only answered queries.
+            let key = self.info.meter_id.as_bytes().to_vec();
+            let rows = vec![Row::put(Space::Meters, key, self.state.encode_to_vec())];
+            let request = WriteRequest {
+                rows,
+                cursor: Some((self.cursor.clone(), self.cursor.next_seq())),
+                completion: None,
+            };
+            let _ = self.ctx.writer.submit(request).await;
+        }
+        myself.stop(Some("passivated".to_owned()));
+        Ok(())
+    }
+}
+
+/// The meter's history as [`decide`] sees it: the store plus this batch's pending readings.
+struct Overlay<'a> {
+    store: &'a Store,
+    meter: &'a str,
+    pending: &'a BTreeMap<i64, (Reading, Vec<u8>)>,
+}
+
+impl History for Overlay<'_> {
+    fn at(&mut self, ts_ms: i64) -> Option<Vec<u8>> {
+        if let Some((_, encoded)) = self.pending.get(&ts_ms) {
+            return Some(encoded.clone());
+        }
+        self.store.reading_at(self.meter, ts_ms).ok().flatten()
+    }
+
+    fn before(&mut self, ts_ms: i64) -> Option<Neighbour> {
+        let pending = self
+            .pending
+            .range(..ts_ms)
+            .next_back()
+            .map(|(t, (r, _))| (*t, r.clone()));
+        let stored = self.store.reading_before(self.meter, ts_ms).ok().flatten();
+        let best = match (pending, stored) {
+            (Some(p), Some(s)) => Some(if p.0 >= s.0 { p } else { s }),
+            (p, s) => p.or(s),
+        };
+        best.map(|(ts_ms, reading)| Neighbour { ts_ms, reading })
+    }
+
+    fn after(&mut self, ts_ms: i64) -> Option<Neighbour> {
+        let pending = self
+            .pending
+            .range(ts_ms + 1..)
+            .next()
+            .map(|(t, (r, _))| (*t, r.clone()));
+        let stored = self.store.reading_after(self.meter, ts_ms).ok().flatten();
+        let best = match (pending, stored) {
+            (Some(p), Some(s)) => Some(if p.0 <= s.0 { p } else { s }),
+            (p, s) => p.or(s),
+        };
+        best.map(|(ts_ms, reading)| Neighbour { ts_ms, reading })
+    }
+}
+
+/// Rejects every reading of `work` with one reason (e.g. unknown meter) without an actor.
+pub fn reject_all(work: MeterWork, reason: RejectReason, message: &str) {
+    let rejected = work
+        .readings
+        .iter()
+        .map(|(index, _)| Rejection {
+            index: *index,
+            reason: reason as i32,
+            message: message.to_owned(),
+        })
+        .collect();
+    let _ = work.outcome.try_send(GroupOutcome {
+        group: work.group,
+        rejected,
+        ..GroupOutcome::default()
+    });
+}

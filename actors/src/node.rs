@@ -1,0 +1,214 @@
+//! `NodeSupervisor`: the root of a node's supervision tree.
+//!
+//! ```text
+//! NodeSupervisor (one_for_one; escalation = the process exits non-zero)
+//! ├── ShardSupervisor × shards ── MeterActor × active meters
+//! └── FeederSupervisor ────────── FeederActor × active feeders
+//! ```
+//!
+//! (The storage writer is a dedicated thread rather than an actor: fjall calls block. Its
+//! failure is fatal and reported through [`crate::writer::WriterTask::failure`].)
+//!
+//! Restart policy: one_for_one. A shard or the feeder supervisor that fails is restarted alone,
+//! with a fresh state and the backoff of [`RestartBudget`]; its meters and feeders are simply
+//! re-activated from stored state on demand. Each child may fail `actors.max_restarts` times
+//! within `actors.restart_window`; one more and the node supervisor fails itself, which the
+//! binary turns into a non-zero exit. While a shard restarts, batches for its meters are
+//! answered with RETRY for those readings.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
+use ractor_cluster::RactorMessage;
+
+use crate::context::NodeContext;
+use crate::feeder::{FeederSupervisor, FeederSupervisorMsg};
+use crate::restart::{RestartBudget, RestartDecision};
+use crate::shard::{ShardArgs, ShardMsg, ShardStats, ShardSupervisor};
+
+/// Messages of the node supervisor. Local only.
+#[derive(RactorMessage)]
+pub enum NodeMsg {
+    /// Start (again) the supervisor of one shard.
+    StartShard(u32),
+    /// Start (again) the feeder supervisor.
+    StartFeeders,
+    /// Restarts per child so far (for tests and admin).
+    Restarts(RpcReplyPort<u64>),
+}
+
+/// Which child an actor id is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+enum Child {
+    Shard(u32),
+    Feeders,
+}
+
+/// The root supervisor.
+#[derive(Debug)]
+pub struct NodeSupervisor;
+
+/// State of the root supervisor.
+pub struct NodeState {
+    ctx: Arc<NodeContext>,
+    children: std::collections::HashMap<ActorId, Child>,
+    budgets: std::collections::HashMap<Child, RestartBudget>,
+    restarts: u64,
+}
+
+impl Actor for NodeSupervisor {
+    type Msg = NodeMsg;
+    type State = NodeState;
+    type Arguments = Arc<NodeContext>;
+
+    async fn pre_start(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        ctx: Arc<NodeContext>,
+    ) -> Result<NodeState, ActorProcessingErr> {
+        let mut state = NodeState {
+            ctx,
+            children: Default::default(),
+            budgets: Default::default(),
+            restarts: 0,
+        };
+        state.start_feeders(&myself).await?;
+        for shard in 0..state.ctx.config.actors.shards {
+            state.start_shard(&myself, shard).await?;
+        }
+        Ok(state)
+    }
+
+    async fn handle(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        msg: NodeMsg,
+        s: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        match msg {
+            NodeMsg::StartShard(shard) => s.start_shard(&myself, shard).await,
+            NodeMsg::StartFeeders => s.start_feeders(&myself).await,
+            NodeMsg::Restarts(reply) => {
+                let _ = reply.send(s.restarts);
+                Ok(())
+            }
+        }
+    }
+
+    async fn handle_supervisor_evt(
+        &self,
+        myself: ActorRef<NodeMsg>,
+        event: SupervisionEvent,
+        s: &mut NodeState,
+    ) -> Result<(), ActorProcessingErr> {
+        let (cell, reason) = match &event {
+            SupervisionEvent::ActorTerminated(cell, _, reason) => {
+                (cell, reason.clone().unwrap_or_else(|| "stopped".into()))
+            }
+            SupervisionEvent::ActorFailed(cell, error) => (cell, error.to_string()),
+            _ => return Ok(()),
+        };
+        let Some(child) = s.children.remove(&cell.get_id()) else {
+            return Ok(());
+        };
+        s.child_down(&myself, child, &reason)
+    }
+}
+
+impl NodeState {
+    async fn start_shard(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        shard: u32,
+    ) -> Result<(), ActorProcessingErr> {
+        let args = ShardArgs {
+            shard,
+            ctx: self.ctx.clone(),
+        };
+        let (actor, _) =
+            Actor::spawn_linked(None, ShardSupervisor, args, myself.get_cell()).await?;
+        self.children.insert(actor.get_id(), Child::Shard(shard));
+        self.ctx.set_shard(shard, Some(actor));
+        Ok(())
+    }
+
+    async fn start_feeders(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let (actor, _) =
+            Actor::spawn_linked(None, FeederSupervisor, self.ctx.clone(), myself.get_cell())
+                .await?;
+        self.children.insert(actor.get_id(), Child::Feeders);
+        self.ctx.set_feeder_supervisor(Some(actor));
+        Ok(())
+    }
+
+    fn child_down(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+        child: Child,
+        reason: &str,
+    ) -> Result<(), ActorProcessingErr> {
+        tracing::warn!(?child, reason, "supervised child stopped");
+        let kind = match child {
+            Child::Shard(shard) => {
+                self.ctx.set_shard(shard, None);
+                "shard"
+            }
+            Child::Feeders => {
+                self.ctx.set_feeder_supervisor(None);
+                "feeder_supervisor"
+            }
+        };
+        metrics::counter!("gridmesh_actor_failures_total", "kind" => kind).increment(1);
+        let actors = &self.ctx.config.actors;
+        let budget = self
+            .budgets
+            .entry(child)
+            .or_insert_with(|| RestartBudget::new(actors.max_restarts, actors.restart_window));
+        match budget.record_failure(Instant::now()) {
+            RestartDecision::Restart { after } => {
+                self.restarts += 1;
+                let msg = match child {
+                    Child::Shard(shard) => NodeMsg::StartShard(shard),
+                    Child::Feeders => NodeMsg::StartFeeders,
+                };
+                if after.is_zero() {
+                    myself.cast(msg)?;
+                } else {
+                    myself.send_after(after, move || msg);
+                }
+                Ok(())
+            }
+            RestartDecision::Escalate => {
+                tracing::error!(?child, "restart budget exhausted; node supervisor gives up");
+                Err(format!(
+                    "{child:?} failed more than {} times within {:?}",
+                    actors.max_restarts, actors.restart_window
+                )
+                .into())
+            }
+        }
+    }
+}
+
+/// Collects the stats of every shard (skipping shards that are restarting).
+pub async fn shard_stats(ctx: &NodeContext) -> Vec<ShardStats> {
+    let mut out = Vec::new();
+    for shard in ctx.shard_refs().into_iter().flatten() {
+        if let Ok(stats) = ractor::call_t!(shard, ShardMsg::Stats, 2000) {
+            out.push(stats);
+        }
+    }
+    out
+}
+
+/// Number of active feeder actors.
+pub async fn active_feeders(ctx: &NodeContext) -> usize {
+    match ctx.feeder_supervisor() {
+        Some(sup) => ractor::call_t!(sup, FeederSupervisorMsg::ActiveCount, 2000).unwrap_or(0),
+        None => 0,
+    }
+}

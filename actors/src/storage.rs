@@ -1,0 +1,309 @@
+//! The node's embedded store: one fjall database with the keyspaces described in [`crate::keys`].
+//!
+//! All reads here are synchronous and short (point reads and bounded range scans); writes go
+//! only through the group-commit [`crate::writer`], never directly, so that every acknowledged
+//! write is synced and write order per meter is the order its actor decided it.
+
+use std::fs::File;
+use std::path::{Path, PathBuf};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions};
+use gridmesh_proto::internal::{FeederContribution, MeterState};
+use gridmesh_proto::v1::{FeederInfo, MeterInfo, Reading};
+use prost::Message;
+
+use crate::keys;
+
+/// Name of the lock file inside the data directory.
+const LOCK_FILE: &str = "gridmesh.lock";
+/// Format version of the data directory this build writes.
+const FORMAT_VERSION: &str = "1";
+
+/// Storage errors.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// Another process has the data directory open.
+    #[error("data directory {0} is in use by another gridmesh node (lock held on gridmesh.lock)")]
+    Locked(PathBuf),
+    /// File system error outside fjall.
+    #[error("data directory {path}: {source}")]
+    Io {
+        /// The path involved.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// fjall failed.
+    #[error("storage engine: {0}")]
+    Engine(#[from] fjall::Error),
+    /// The directory was created with another shard count.
+    #[error(
+        "data directory was created with {found} shards but actors.shards = {configured}; \
+         set actors.shards = {found} (the shard count cannot change for existing data)"
+    )]
+    ShardMismatch {
+        /// Shards recorded in the directory.
+        found: u32,
+        /// Shards configured now.
+        configured: u32,
+    },
+    /// A stored record does not decode.
+    #[error("corrupt record in keyspace {space}: {message}")]
+    Corrupt {
+        /// Keyspace name.
+        space: &'static str,
+        /// Decoder message.
+        message: String,
+    },
+}
+
+/// Result alias of this module.
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Handles to the database and its keyspaces. Cheap to share behind an `Arc`.
+pub struct Store {
+    pub(crate) db: Database,
+    pub(crate) readings: Keyspace,
+    pub(crate) meters: Keyspace,
+    pub(crate) registry: Keyspace,
+    pub(crate) feeder_load: Keyspace,
+    pub(crate) audit: Keyspace,
+    meta: Keyspace,
+    path: PathBuf,
+    // Held for the life of the store: the OS releases the lock when the process dies, so a
+    // SIGKILLed node never leaves a stale lock behind.
+    _lock: File,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("path", &self.path)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the data directory, taking its lock first.
+    pub fn open(dir: &Path, shards: u32, cache_mib: u64) -> StoreResult<Self> {
+        let io = |source| StoreError::Io {
+            path: dir.to_owned(),
+            source,
+        };
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let lock = File::options()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(dir.join(LOCK_FILE))
+            .map_err(io)?;
+        match lock.try_lock() {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(StoreError::Locked(dir.to_owned()));
+            }
+            Err(std::fs::TryLockError::Error(e)) => return Err(io(e)),
+        }
+        let db = Database::builder(dir.join("db"))
+            .cache_size(cache_mib * 1024 * 1024)
+            .manual_journal_persist(true)
+            .open()?;
+        let open = |name: &str| db.keyspace(name, KeyspaceCreateOptions::default);
+        let store = Self {
+            readings: open("readings")?,
+            meters: open("meters")?,
+            registry: open("registry")?,
+            feeder_load: open("feeder_load")?,
+            audit: open("audit")?,
+            meta: open("meta")?,
+            db,
+            path: dir.to_owned(),
+            _lock: lock,
+        };
+        store.check_format(shards)?;
+        Ok(store)
+    }
+
+    /// Records the format and shard count on first open; refuses a mismatch later.
+    fn check_format(&self, shards: u32) -> StoreResult<()> {
+        let corrupt = |message: String| StoreError::Corrupt {
+            space: "meta",
+            message,
+        };
+        match self.meta.get("shards")? {
+            Some(found) => {
+                let found = std::str::from_utf8(&found)
+                    .ok()
+                    .and_then(|s| s.parse::<u32>().ok())
+                    .ok_or_else(|| corrupt("shards is not a number".to_owned()))?;
+                if found != shards {
+                    return Err(StoreError::ShardMismatch {
+                        found,
+                        configured: shards,
+                    });
+                }
+            }
+            None => {
+                let mut batch = self
+                    .db
+                    .batch()
+                    .durability(Some(fjall::PersistMode::SyncAll));
+                batch.insert(&self.meta, "format", FORMAT_VERSION);
+                batch.insert(&self.meta, "shards", shards.to_string());
+                batch.commit()?;
+            }
+        }
+        Ok(())
+    }
+
+    /// The data directory.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Bytes the keyspaces occupy on disk (journal included).
+    pub fn disk_space(&self) -> u64 {
+        self.db.disk_space().unwrap_or(0)
+    }
+
+    /// The encoded reading at exactly `ts_ms`.
+    pub fn reading_at(&self, meter: &str, ts_ms: i64) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self
+            .readings
+            .get(keys::reading_key(meter, ts_ms))?
+            .map(|v| v.to_vec()))
+    }
+
+    /// Readings of `meter` in `[from, to)`, oldest first, at most `limit`.
+    pub fn readings_between(
+        &self,
+        meter: &str,
+        from_ts_ms: i64,
+        to_ts_ms: i64,
+        limit: usize,
+    ) -> StoreResult<Vec<(i64, Reading)>> {
+        let (from, to) = (from_ts_ms.max(0), to_ts_ms.max(0));
+        let range = keys::reading_key(meter, from)..keys::reading_key(meter, to);
+        let mut out = Vec::new();
+        for item in self.readings.range(range).take(limit) {
+            let (key, value) = item.into_inner()?;
+            out.push(decode_reading(meter, &key, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// The closest reading strictly before `ts_ms`.
+    pub fn reading_before(&self, meter: &str, ts_ms: i64) -> StoreResult<Option<(i64, Reading)>> {
+        let range = keys::reading_key(meter, 0)..keys::reading_key(meter, ts_ms);
+        match self.readings.range(range).next_back() {
+            Some(item) => {
+                let (key, value) = item.into_inner()?;
+                Ok(Some(decode_reading(meter, &key, &value)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The closest reading strictly after `ts_ms`.
+    pub fn reading_after(&self, meter: &str, ts_ms: i64) -> StoreResult<Option<(i64, Reading)>> {
+        let mut end = keys::id_prefix(meter);
+        end.extend_from_slice(&[0xff; 9]);
+        let range = keys::reading_key(meter, ts_ms.saturating_add(1))..end;
+        match self.readings.range(range).next() {
+            Some(item) => {
+                let (key, value) = item.into_inner()?;
+                Ok(Some(decode_reading(meter, &key, &value)?))
+            }
+            None => Ok(None),
+        }
+    }
+
+    /// The persisted state of a meter actor.
+    pub fn meter_state(&self, meter: &str) -> StoreResult<Option<MeterState>> {
+        self.decode_get(&self.meters, "meters", meter.as_bytes())
+    }
+
+    /// A meter's registry entry.
+    pub fn meter_info(&self, meter: &str) -> StoreResult<Option<MeterInfo>> {
+        self.decode_get(&self.registry, "registry", &keys::meter_info_key(meter))
+    }
+
+    /// A feeder's registry entry.
+    pub fn feeder_info(&self, feeder: &str) -> StoreResult<Option<FeederInfo>> {
+        self.decode_get(&self.registry, "registry", &keys::feeder_info_key(feeder))
+    }
+
+    /// Every registered feeder, ordered by id.
+    pub fn feeders(&self) -> StoreResult<Vec<FeederInfo>> {
+        let mut out = Vec::new();
+        for item in self.registry.prefix(b"f") {
+            let value = item.value()?;
+            out.push(FeederInfo::decode(value.as_ref()).map_err(|e| corrupt("registry", e))?);
+        }
+        Ok(out)
+    }
+
+    /// Meter contributions to `feeder` for intervals starting in `[from, to)`, ordered by
+    /// interval: `(interval_start, meter, contribution)`.
+    pub fn feeder_contributions(
+        &self,
+        feeder: &str,
+        from_ts_ms: i64,
+        to_ts_ms: i64,
+    ) -> StoreResult<Vec<(i64, String, FeederContribution)>> {
+        let range = keys::reading_key(feeder, from_ts_ms.max(0))
+            ..keys::reading_key(feeder, to_ts_ms.max(0));
+        let mut out = Vec::new();
+        for item in self.feeder_load.range(range) {
+            let (key, value) = item.into_inner()?;
+            let (start, meter) =
+                keys::split_feeder_load_key(&key).ok_or_else(|| StoreError::Corrupt {
+                    space: "feeder_load",
+                    message: "bad key".to_owned(),
+                })?;
+            let contribution = FeederContribution::decode(value.as_ref())
+                .map_err(|e| corrupt("feeder_load", e))?;
+            out.push((start, meter.to_owned(), contribution));
+        }
+        Ok(out)
+    }
+
+    fn decode_get<M: Message + Default>(
+        &self,
+        space: &Keyspace,
+        name: &'static str,
+        key: &[u8],
+    ) -> StoreResult<Option<M>> {
+        match space.get(key)? {
+            Some(value) => Ok(Some(
+                M::decode(value.as_ref()).map_err(|e| corrupt(name, e))?,
+            )),
+            None => Ok(None),
+        }
+    }
+}
+
+fn corrupt(space: &'static str, e: prost::DecodeError) -> StoreError {
+    StoreError::Corrupt {
+        space,
+        message: e.to_string(),
+    }
+}
+
+fn decode_reading(meter: &str, key: &[u8], value: &[u8]) -> StoreResult<(i64, Reading)> {
+    let ts = keys::ts_of_reading_key(key).ok_or_else(|| StoreError::Corrupt {
+        space: "readings",
+        message: "short key".to_owned(),
+    })?;
+    let mut reading = Reading::decode(value).map_err(|e| corrupt("readings", e))?;
+    reading.meter_id = meter.to_owned();
+    reading.ts_ms = ts;
+    Ok((ts, reading))
+}
+
+/// The storage encoding of a reading: the protobuf without the meter id (it is in the key).
+pub fn encode_reading(reading: &Reading) -> Vec<u8> {
+    let mut stored = reading.clone();
+    stored.meter_id.clear();
+    stored.encode_to_vec()
+}

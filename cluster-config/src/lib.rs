@@ -1,0 +1,468 @@
+//! GridMesh node configuration.
+//!
+//! A node is configured in three layers, later layers winning:
+//!
+//! 1. built-in defaults (every field below documents its default),
+//! 2. an optional TOML file (`gridmesh serve --config FILE`),
+//! 3. environment variables `GRIDMESH_<SECTION>__<KEY>` (for example
+//!    `GRIDMESH_INGEST__AUTO_REGISTER=true`), then command-line flags applied by the binary.
+//!
+//! The file is versioned (`version = 1`) and unknown keys are rejected, in the file and in the
+//! environment alike, so a typo never silently falls back to a default. [`Config::validate`]
+//! checks the values together and explains what to change.
+//!
+//! The annotated reference with every key is `cluster-config/gridmesh.example.toml`.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+mod duration;
+
+/// The only config file version this build understands.
+pub const CONFIG_VERSION: u32 = 1;
+
+/// Prefix of environment overrides.
+pub const ENV_PREFIX: &str = "GRIDMESH_";
+
+/// Errors loading or validating a configuration. Each message names the key and what to do.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        /// The path given.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file or an override is not valid TOML of the expected shape.
+    #[error("invalid configuration{origin}: {message}")]
+    Parse {
+        /// Where the bad value came from (file or environment variable).
+        origin: String,
+        /// What the parser said.
+        message: String,
+    },
+    /// The values parse but cannot work together.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole node configuration.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// Config file format version. Must be 1.
+    pub version: u32,
+    /// Identity and listen addresses of this node.
+    pub node: NodeConfig,
+    /// Limits and rules applied to incoming readings.
+    pub ingest: IngestConfig,
+    /// Durability of the embedded store.
+    pub storage: StorageConfig,
+    /// Sharding and the meter actor budget.
+    pub actors: ActorsConfig,
+    /// Logging.
+    pub log: LogConfig,
+}
+
+/// Identity and listen addresses.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NodeConfig {
+    /// Node name, unique in a cluster. Default `gridmesh-1`.
+    pub name: String,
+    /// Directory of the node's fjall keyspace; locked by the running node. Default
+    /// `./gridmesh-data`.
+    pub data_dir: PathBuf,
+    /// gRPC listen address. Default `127.0.0.1:7100`.
+    pub grpc_addr: SocketAddr,
+    /// HTTP listen address for `/metrics`, `/healthz` and `/readyz`. Default `127.0.0.1:7180`.
+    pub http_addr: SocketAddr,
+    /// How long a graceful shutdown may take before the node gives up waiting for in-flight
+    /// batches. Default `10s`.
+    #[serde(with = "duration")]
+    pub shutdown_grace: Duration,
+}
+
+/// Rules and limits for incoming readings.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// Most readings accepted in one batch; larger batches are refused whole with
+    /// INVALID_ARGUMENT. Default 10 000.
+    pub max_batch_readings: u32,
+    /// Largest gRPC message accepted, bytes. Default 16 MiB.
+    pub max_message_bytes: u32,
+    /// Readings that may be in flight (received, not yet acknowledged) on the whole node. When
+    /// reached, new batches get RESOURCE_EXHAUSTED. This bounds ingest memory. Default 200 000.
+    pub max_inflight_readings: u32,
+    /// Unacknowledged batches one `Push` stream may have; the node stops reading the stream
+    /// beyond that (HTTP/2 flow control). Default 8.
+    pub max_inflight_batches_per_stream: u32,
+    /// How far a timestamp may be ahead of the node's clock. Default `5m`.
+    #[serde(with = "duration")]
+    pub future_tolerance: Duration,
+    /// How far behind a meter's newest reading a late reading is still accepted. Older ones are
+    /// rejected as TOO_OLD. Default `7days`.
+    #[serde(with = "duration")]
+    pub out_of_order_window: Duration,
+    /// Register unknown meters on first reading (on a feeder named `unassigned`) instead of
+    /// rejecting them. Default false.
+    pub auto_register: bool,
+    /// How long a batch may wait for its ack before the node answers UNAVAILABLE (the readings
+    /// may or may not be stored; resending is safe). Default `30s`.
+    #[serde(with = "duration")]
+    pub ack_timeout: Duration,
+}
+
+/// When an acknowledged write reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SyncMode {
+    /// Group commit: all writes queued while the previous fsync ran are committed and synced
+    /// together, then acknowledged. Durable against power loss. The default.
+    Group,
+    /// One fsync per write request. Durable, much slower; for comparison.
+    PerBatch,
+    /// No fsync: acknowledged once in the OS page cache. Survives a process crash, not a power
+    /// loss. For benchmarks and throwaway demos only.
+    None,
+}
+
+/// Storage durability.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// When acknowledged writes are synced. Default `group`.
+    pub sync: SyncMode,
+    /// Extra time the group-commit writer waits for more writes before syncing, ms. 0 (the
+    /// default) syncs as soon as the previous sync finished, which already batches under load;
+    /// a few ms trade ack latency for fewer fsyncs.
+    pub group_commit_window_ms: u64,
+    /// Most write requests committed in one group. Default 4096.
+    pub max_group_requests: u32,
+    /// Block cache size of the keyspace, MiB. Default 64.
+    pub cache_mib: u64,
+}
+
+/// Sharding and actor budget.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ActorsConfig {
+    /// Number of shards meters are hashed into. Fixed for the life of a data directory (a node
+    /// refuses to open a directory created with another count). Default 64.
+    pub shards: u32,
+    /// Most meter actors resident on this node; beyond it the least recently used are
+    /// passivated. Default 100 000 (about 1 GB at the measured cost per actor).
+    pub max_active_meters: u32,
+    /// A meter actor idle this long is passivated. Default `10m`.
+    #[serde(with = "duration")]
+    pub meter_idle_timeout: Duration,
+    /// How often shards look for idle meters. Default `1s`.
+    #[serde(with = "duration")]
+    pub passivation_interval: Duration,
+    /// Restarts of one supervised child allowed within `restart_window` before its supervisor
+    /// gives up and escalates. Default 3.
+    pub max_restarts: u32,
+    /// Window for `max_restarts`. Default `5s`.
+    #[serde(with = "duration")]
+    pub restart_window: Duration,
+}
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// `text` (default) or `json`.
+    pub format: LogFormat,
+    /// A `tracing` filter such as `info` or `gridmesh=debug,info`. `RUST_LOG` wins when set.
+    /// Default `info`.
+    pub level: String,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            version: CONFIG_VERSION,
+            node: NodeConfig::default(),
+            ingest: IngestConfig::default(),
+            storage: StorageConfig::default(),
+            actors: ActorsConfig::default(),
+            log: LogConfig::default(),
+        }
+    }
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: "gridmesh-1".to_owned(),
+            data_dir: PathBuf::from("./gridmesh-data"),
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7100)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], 7180)),
+            shutdown_grace: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            max_batch_readings: 10_000,
+            max_message_bytes: 16 * 1024 * 1024,
+            max_inflight_readings: 200_000,
+            max_inflight_batches_per_stream: 8,
+            future_tolerance: Duration::from_secs(5 * 60),
+            out_of_order_window: Duration::from_secs(7 * 24 * 3600),
+            auto_register: false,
+            ack_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            sync: SyncMode::Group,
+            group_commit_window_ms: 0,
+            max_group_requests: 4096,
+            cache_mib: 64,
+        }
+    }
+}
+
+impl Default for ActorsConfig {
+    fn default() -> Self {
+        Self {
+            shards: 64,
+            max_active_meters: 100_000,
+            meter_idle_timeout: Duration::from_secs(600),
+            passivation_interval: Duration::from_secs(1),
+            max_restarts: 3,
+            restart_window: Duration::from_secs(5),
+        }
+    }
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            format: LogFormat::Text,
+            level: "info".to_owned(),
+        }
+    }
+}
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then `GRIDMESH_*` variables from `env`. Does not
+    /// validate; call [`Config::validate`] after applying command-line flags.
+    pub fn load(
+        file: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table = match file {
+            Some(path) => parse_file(path)?,
+            None => toml::Table::new(),
+        };
+        for (name, value) in env {
+            apply_env_override(&mut table, &name, &value)?;
+        }
+        toml::Value::Table(table)
+            .try_into()
+            .map_err(|e: toml::de::Error| ConfigError::Parse {
+                origin: String::new(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Checks the values together. Every error says which key to change and how.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        if self.version != CONFIG_VERSION {
+            return invalid(format!(
+                "version = {} is not supported; this build reads version = {CONFIG_VERSION}",
+                self.version
+            ));
+        }
+        if self.node.name.is_empty() || self.node.name.len() > 64 {
+            return invalid("node.name must be 1 to 64 characters".to_owned());
+        }
+        if self.node.grpc_addr == self.node.http_addr {
+            return invalid(format!(
+                "node.grpc_addr and node.http_addr are both {}; give them different ports",
+                self.node.grpc_addr
+            ));
+        }
+        self.ingest.validate()?;
+        self.storage.validate()?;
+        self.actors.validate()
+    }
+}
+
+impl IngestConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_range(
+            "ingest.max_batch_readings",
+            self.max_batch_readings.into(),
+            1,
+            100_000,
+        )?;
+        check_range(
+            "ingest.max_message_bytes",
+            self.max_message_bytes.into(),
+            4096,
+            256 << 20,
+        )?;
+        check_range(
+            "ingest.max_inflight_readings",
+            self.max_inflight_readings.into(),
+            1,
+            10_000_000,
+        )?;
+        check_range(
+            "ingest.max_inflight_batches_per_stream",
+            self.max_inflight_batches_per_stream.into(),
+            1,
+            1024,
+        )?;
+        if self.max_inflight_readings < self.max_batch_readings {
+            return Err(ConfigError::Invalid(format!(
+                "ingest.max_inflight_readings ({}) is below ingest.max_batch_readings ({}): no full \
+                 batch could ever be admitted; raise max_inflight_readings",
+                self.max_inflight_readings, self.max_batch_readings
+            )));
+        }
+        if self.ack_timeout.is_zero() {
+            return Err(ConfigError::Invalid(
+                "ingest.ack_timeout must be more than 0s".to_owned(),
+            ));
+        }
+        if self.out_of_order_window.is_zero() {
+            return Err(ConfigError::Invalid(
+                "ingest.out_of_order_window must be more than 0s (use e.g. \"1h\")".to_owned(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl StorageConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_range(
+            "storage.group_commit_window_ms",
+            self.group_commit_window_ms,
+            0,
+            1000,
+        )?;
+        check_range(
+            "storage.max_group_requests",
+            self.max_group_requests.into(),
+            1,
+            1_000_000,
+        )?;
+        check_range("storage.cache_mib", self.cache_mib, 1, 1 << 20)
+    }
+}
+
+impl ActorsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_range("actors.shards", self.shards.into(), 1, 65_536)?;
+        check_range(
+            "actors.max_active_meters",
+            self.max_active_meters.into(),
+            1,
+            100_000_000,
+        )?;
+        check_range("actors.max_restarts", self.max_restarts.into(), 0, 1000)?;
+        if self.max_active_meters < self.shards {
+            return Err(ConfigError::Invalid(format!(
+                "actors.max_active_meters ({}) must be at least actors.shards ({}) so every shard \
+                 can hold one meter",
+                self.max_active_meters, self.shards
+            )));
+        }
+        for (key, value) in [
+            ("actors.meter_idle_timeout", self.meter_idle_timeout),
+            ("actors.passivation_interval", self.passivation_interval),
+            ("actors.restart_window", self.restart_window),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Invalid(format!("{key} must be more than 0s")));
+            }
+        }
+        Ok(())
+    }
+
+    /// Active-meter budget of one shard: the node budget split evenly, rounded up.
+    pub fn meters_per_shard(&self) -> usize {
+        self.max_active_meters.div_ceil(self.shards) as usize
+    }
+}
+
+fn check_range(key: &str, value: u64, min: u64, max: u64) -> Result<(), ConfigError> {
+    if (min..=max).contains(&value) {
+        return Ok(());
+    }
+    Err(ConfigError::Invalid(format!(
+        "{key} = {value} is outside the allowed range {min}..={max}"
+    )))
+}
+
+fn parse_file(path: &Path) -> Result<toml::Table, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    text.parse::<toml::Table>().map_err(|e| ConfigError::Parse {
+        origin: format!(" in {}", path.display()),
+        message: e.to_string(),
+    })
+}
+
+/// Applies `GRIDMESH_SECTION__KEY=value` onto the TOML table. Values are parsed as TOML scalars
+/// (`true`, `42`, `"text"`), falling back to a plain string, so `GRIDMESH_NODE__NAME=n1` works.
+fn apply_env_override(table: &mut toml::Table, name: &str, value: &str) -> Result<(), ConfigError> {
+    let Some(path) = name.strip_prefix(ENV_PREFIX) else {
+        return Ok(());
+    };
+    let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
+    let [section, key] = parts.as_slice() else {
+        return Err(ConfigError::Parse {
+            origin: format!(" in environment variable {name}"),
+            message: "expected GRIDMESH_<SECTION>__<KEY>, e.g. GRIDMESH_NODE__NAME".to_owned(),
+        });
+    };
+    let parsed = format!("v = {value}")
+        .parse::<toml::Table>()
+        .ok()
+        .and_then(|mut t| t.remove("v"))
+        .unwrap_or_else(|| toml::Value::String(value.to_owned()));
+    let entry = table
+        .entry(section.clone())
+        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+    let toml::Value::Table(section_table) = entry else {
+        return Err(ConfigError::Parse {
+            origin: format!(" in environment variable {name}"),
+            message: format!("`{section}` is not a section"),
+        });
+    };
+    section_table.insert(key.clone(), parsed);
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;
