@@ -156,6 +156,11 @@ impl Store {
         Ok(())
     }
 
+    /// Syncs everything written so far to disk (used at shutdown, whatever the sync mode).
+    pub fn persist(&self) -> StoreResult<()> {
+        Ok(self.db.persist(fjall::PersistMode::SyncAll)?)
+    }
+
     /// The data directory.
     pub fn path(&self) -> &Path {
         &self.path

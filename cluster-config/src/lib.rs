@@ -301,7 +301,7 @@ impl Config {
         if self.node.name.is_empty() || self.node.name.len() > 64 {
             return invalid("node.name must be 1 to 64 characters".to_owned());
         }
-        if self.node.grpc_addr == self.node.http_addr {
+        if self.node.grpc_addr == self.node.http_addr && self.node.grpc_addr.port() != 0 {
             return invalid(format!(
                 "node.grpc_addr and node.http_addr are both {}; give them different ports",
                 self.node.grpc_addr

@@ -1,0 +1,14 @@
+//! The `gridmesh` node: configuration loading, the gRPC and HTTP servers, and the CLI
+//! subcommands (serve, demo, simulate, topology, query). This crate wires the others together
+//! and owns no domain logic of its own.
+
+pub mod cli;
+pub mod demo;
+pub mod http;
+pub mod load;
+pub mod server;
+pub mod services;
+pub mod sim;
+pub mod status;
+pub mod telemetry;
+pub mod topology;

@@ -1,0 +1,579 @@
+//! `gridmesh topology …` and `gridmesh query …`: the CLI side of the registry and queries.
+//!
+//! Topology files come in two formats, chosen by extension:
+//!
+//! - JSON: `{"feeders": [{"feeder_id", "rating_kva", "head_meter_id"}],
+//!   "meters": [{"meter_id", "feeder_id", "transformer_id", "nominal_voltage_v",
+//!   "service_type", "has_pv"}]}` with `service_type` one of `residential`, `commercial`,
+//!   `industrial`;
+//! - CSV with a header and a `kind` column (`feeder` or `meter`); the columns are the JSON
+//!   fields, and columns that do not apply to a row are left empty.
+//!
+//! The whole file is validated by the node before anything is stored.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use clap::{Subcommand, ValueEnum};
+use gridmesh_proto::client::Client;
+use gridmesh_proto::v1::{
+    FeederInfo, GetFeederLoadRequest, GetMeterStatusRequest, GetReadingsRequest,
+    ImportTopologyRequest, MeterInfo, Resolution, ServiceType,
+};
+use serde::{Deserialize, Serialize};
+
+use crate::demo::format_ts;
+
+/// `gridmesh topology` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TopologyCommand {
+    /// Register the feeders and meters of a CSV or JSON file (all or nothing).
+    Import {
+        /// The file (.json or .csv).
+        file: PathBuf,
+        /// Node address.
+        #[arg(long, short = 't', default_value = "127.0.0.1:7100")]
+        target: String,
+    },
+    /// Print the simulator's topology as JSON or CSV (a starting point for your own file).
+    Generate {
+        /// Customer meters.
+        #[arg(long, default_value_t = 100)]
+        meters: u32,
+        /// Feeders.
+        #[arg(long, default_value_t = 4)]
+        feeders: u32,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = Format::Json)]
+        format: Format,
+    },
+}
+
+/// Topology file format.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum Format {
+    /// JSON document.
+    Json,
+    /// CSV with a kind column.
+    Csv,
+}
+
+/// `gridmesh query` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum QueryCommand {
+    /// Live status of a meter.
+    Status {
+        /// Meter id.
+        meter: String,
+        /// Node address.
+        #[arg(long, short = 't', default_value = "127.0.0.1:7100")]
+        target: String,
+    },
+    /// Readings of a meter, raw or aggregated.
+    Readings {
+        /// Meter id.
+        meter: String,
+        #[command(flatten)]
+        range: RangeArgs,
+    },
+    /// Load of a feeder per interval.
+    Feeder {
+        /// Feeder id.
+        feeder: String,
+        #[command(flatten)]
+        range: RangeArgs,
+    },
+}
+
+/// A time range and resolution.
+#[derive(Debug, clap::Args)]
+pub struct RangeArgs {
+    /// Node address.
+    #[arg(long, short = 't', default_value = "127.0.0.1:7100")]
+    target: String,
+    /// Start: RFC 3339 (2026-01-01T00:00:00Z) or ms since epoch. Default: 3 days ago.
+    #[arg(long)]
+    from: Option<String>,
+    /// End (exclusive). Default: now.
+    #[arg(long)]
+    to: Option<String>,
+    /// raw, quarter-hour, hour or day.
+    #[arg(long, value_enum, default_value_t = ResolutionArg::Hour)]
+    resolution: ResolutionArg,
+    /// Most rows.
+    #[arg(long, default_value_t = 200)]
+    limit: u32,
+}
+
+/// Query resolution on the command line.
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub enum ResolutionArg {
+    /// Every reading.
+    Raw,
+    /// 15 minutes.
+    QuarterHour,
+    /// Hour.
+    Hour,
+    /// Day.
+    Day,
+}
+
+impl From<ResolutionArg> for Resolution {
+    fn from(value: ResolutionArg) -> Self {
+        match value {
+            ResolutionArg::Raw => Resolution::Raw,
+            ResolutionArg::QuarterHour => Resolution::QuarterHour,
+            ResolutionArg::Hour => Resolution::Hour,
+            ResolutionArg::Day => Resolution::Day,
+        }
+    }
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TopologyFile {
+    #[serde(default)]
+    feeders: Vec<FeederRow>,
+    #[serde(default)]
+    meters: Vec<MeterRow>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct FeederRow {
+    feeder_id: String,
+    rating_kva: f64,
+    #[serde(default)]
+    head_meter_id: String,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MeterRow {
+    meter_id: String,
+    feeder_id: String,
+    #[serde(default)]
+    transformer_id: String,
+    nominal_voltage_v: f64,
+    #[serde(default)]
+    service_type: Option<String>,
+    #[serde(default)]
+    has_pv: bool,
+}
+
+/// One CSV row: the union of both kinds.
+#[derive(Debug, Serialize, Deserialize)]
+struct CsvRow {
+    kind: String,
+    id: String,
+    #[serde(default)]
+    feeder_id: String,
+    #[serde(default)]
+    transformer_id: String,
+    #[serde(default)]
+    nominal_voltage_v: Option<f64>,
+    #[serde(default)]
+    service_type: Option<String>,
+    #[serde(default)]
+    has_pv: Option<bool>,
+    #[serde(default)]
+    rating_kva: Option<f64>,
+    #[serde(default)]
+    head_meter_id: String,
+}
+
+/// Runs a topology subcommand.
+pub async fn run_topology(command: TopologyCommand) -> anyhow::Result<()> {
+    match command {
+        TopologyCommand::Import { file, target } => {
+            let request = read_topology(&file)?;
+            let (feeders, meters) = (request.feeders.len(), request.meters.len());
+            let client = Client::connect(&target).await?;
+            let response = client
+                .registry()
+                .import_topology(request)
+                .await?
+                .into_inner();
+            println!(
+                "imported {feeders} feeders ({} new, {} updated) and {meters} meters ({} new, {} updated)",
+                response.feeders_created,
+                response.feeders_updated,
+                response.meters_created,
+                response.meters_updated
+            );
+            Ok(())
+        }
+        TopologyCommand::Generate {
+            meters,
+            feeders,
+            format,
+        } => {
+            let generator = crate::sim::Generator::new(crate::sim::SimConfig::ending_today(
+                meters, feeders, 1, 42,
+            ));
+            let request = ImportTopologyRequest {
+                feeders: generator.feeders(),
+                meters: generator.meters(),
+            };
+            match format {
+                Format::Json => println!("{}", serde_json::to_string_pretty(&to_file(&request))?),
+                Format::Csv => write_csv(&request, std::io::stdout())?,
+            }
+            Ok(())
+        }
+    }
+}
+
+/// Parses a topology file (JSON or CSV by extension).
+pub fn read_topology(path: &Path) -> anyhow::Result<ImportTopologyRequest> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    let is_csv = path
+        .extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+    let file = if is_csv {
+        parse_csv(&text).with_context(|| format!("parsing {} as CSV", path.display()))?
+    } else {
+        serde_json::from_str(&text)
+            .with_context(|| format!("parsing {} as JSON", path.display()))?
+    };
+    from_file(file)
+}
+
+fn parse_csv(text: &str) -> anyhow::Result<TopologyFile> {
+    let mut file = TopologyFile::default();
+    for (line, row) in csv::Reader::from_reader(text.as_bytes())
+        .deserialize::<CsvRow>()
+        .enumerate()
+    {
+        let row = row.with_context(|| format!("row {}", line + 2))?;
+        match row.kind.as_str() {
+            "feeder" => file.feeders.push(FeederRow {
+                feeder_id: row.id,
+                rating_kva: row
+                    .rating_kva
+                    .with_context(|| format!("row {}: feeder needs rating_kva", line + 2))?,
+                head_meter_id: row.head_meter_id,
+            }),
+            "meter" => file.meters.push(MeterRow {
+                meter_id: row.id,
+                feeder_id: row.feeder_id,
+                transformer_id: row.transformer_id,
+                nominal_voltage_v: row
+                    .nominal_voltage_v
+                    .with_context(|| format!("row {}: meter needs nominal_voltage_v", line + 2))?,
+                service_type: row.service_type,
+                has_pv: row.has_pv.unwrap_or(false),
+            }),
+            other => anyhow::bail!(
+                "row {}: kind must be feeder or meter, not {other:?}",
+                line + 2
+            ),
+        }
+    }
+    Ok(file)
+}
+
+fn from_file(file: TopologyFile) -> anyhow::Result<ImportTopologyRequest> {
+    let feeders = file
+        .feeders
+        .into_iter()
+        .map(|f| FeederInfo {
+            feeder_id: f.feeder_id,
+            rating_kva: f.rating_kva,
+            head_meter_id: f.head_meter_id,
+        })
+        .collect();
+    let meters = file
+        .meters
+        .into_iter()
+        .map(|m| {
+            let service_type = match m.service_type.as_deref().unwrap_or("residential") {
+                "residential" | "" => ServiceType::Residential,
+                "commercial" => ServiceType::Commercial,
+                "industrial" => ServiceType::Industrial,
+                other => anyhow::bail!(
+                    "meter {}: service_type {other:?} is not residential, commercial or industrial",
+                    m.meter_id
+                ),
+            };
+            Ok(MeterInfo {
+                meter_id: m.meter_id,
+                feeder_id: m.feeder_id,
+                transformer_id: m.transformer_id,
+                nominal_voltage_v: m.nominal_voltage_v,
+                service_type: service_type as i32,
+                has_pv: m.has_pv,
+            })
+        })
+        .collect::<anyhow::Result<_>>()?;
+    Ok(ImportTopologyRequest { feeders, meters })
+}
+
+fn service_name(value: i32) -> String {
+    match ServiceType::try_from(value) {
+        Ok(ServiceType::Commercial) => "commercial",
+        Ok(ServiceType::Industrial) => "industrial",
+        _ => "residential",
+    }
+    .to_owned()
+}
+
+fn to_file(request: &ImportTopologyRequest) -> TopologyFile {
+    TopologyFile {
+        feeders: request
+            .feeders
+            .iter()
+            .map(|f| FeederRow {
+                feeder_id: f.feeder_id.clone(),
+                rating_kva: f.rating_kva,
+                head_meter_id: f.head_meter_id.clone(),
+            })
+            .collect(),
+        meters: request
+            .meters
+            .iter()
+            .map(|m| MeterRow {
+                meter_id: m.meter_id.clone(),
+                feeder_id: m.feeder_id.clone(),
+                transformer_id: m.transformer_id.clone(),
+                nominal_voltage_v: m.nominal_voltage_v,
+                service_type: Some(service_name(m.service_type)),
+                has_pv: m.has_pv,
+            })
+            .collect(),
+    }
+}
+
+fn write_csv(request: &ImportTopologyRequest, out: impl std::io::Write) -> anyhow::Result<()> {
+    let mut writer = csv::Writer::from_writer(out);
+    for f in &request.feeders {
+        writer.serialize(CsvRow {
+            kind: "feeder".into(),
+            id: f.feeder_id.clone(),
+            feeder_id: String::new(),
+            transformer_id: String::new(),
+            nominal_voltage_v: None,
+            service_type: None,
+            has_pv: None,
+            rating_kva: Some(f.rating_kva),
+            head_meter_id: f.head_meter_id.clone(),
+        })?;
+    }
+    for m in &request.meters {
+        writer.serialize(CsvRow {
+            kind: "meter".into(),
+            id: m.meter_id.clone(),
+            feeder_id: m.feeder_id.clone(),
+            transformer_id: m.transformer_id.clone(),
+            nominal_voltage_v: Some(m.nominal_voltage_v),
+            service_type: Some(service_name(m.service_type)),
+            has_pv: Some(m.has_pv),
+            rating_kva: None,
+            head_meter_id: String::new(),
+        })?;
+    }
+    writer.flush()?;
+    Ok(())
+}
+
+fn parse_time(text: Option<&str>, default_ms: i64) -> anyhow::Result<i64> {
+    let Some(text) = text else {
+        return Ok(default_ms);
+    };
+    if let Ok(ms) = text.parse::<i64>() {
+        return Ok(ms);
+    }
+    let time = humantime::parse_rfc3339_weak(text)
+        .with_context(|| format!("{text:?} is neither RFC 3339 nor ms since epoch"))?;
+    Ok(time.duration_since(std::time::UNIX_EPOCH)?.as_millis() as i64)
+}
+
+/// Runs a query subcommand.
+pub async fn run_query(command: QueryCommand) -> anyhow::Result<()> {
+    match command {
+        QueryCommand::Status { meter, target } => {
+            let client = Client::connect(&target).await?;
+            let s = client
+                .query()
+                .get_meter_status(GetMeterStatusRequest { meter_id: meter })
+                .await?
+                .into_inner();
+            println!("meter           {}", s.meter_id);
+            println!(
+                "actor           {}",
+                if s.activation == 1 {
+                    "active"
+                } else {
+                    "passivated (activated by this query)"
+                }
+            );
+            println!(
+                "last reading    {}",
+                s.last_reading
+                    .as_ref()
+                    .map_or("-".to_owned(), |r| format_ts(r.ts_ms))
+            );
+            println!("stored          {}", s.readings_accepted);
+            println!("rejected        {}", s.readings_rejected);
+            println!("duplicates      {}", s.duplicates);
+            println!("corrections     {}", s.corrections);
+            println!("late accepted   {}", s.out_of_order);
+            println!("activations     {}", s.activations);
+            Ok(())
+        }
+        QueryCommand::Readings { meter, range } => query_readings(meter, range).await,
+        QueryCommand::Feeder { feeder, range } => query_feeder(feeder, range).await,
+    }
+}
+
+fn time_range(range: &RangeArgs) -> anyhow::Result<(i64, i64)> {
+    let now = gridmesh_actors::context::now_ms();
+    Ok((
+        parse_time(range.from.as_deref(), now - 3 * 86_400_000)?,
+        parse_time(range.to.as_deref(), now)?,
+    ))
+}
+
+async fn query_readings(meter: String, range: RangeArgs) -> anyhow::Result<()> {
+    let (from, to) = time_range(&range)?;
+    let client = Client::connect(&range.target).await?;
+    let request = GetReadingsRequest {
+        meter_id: meter,
+        from_ts_ms: from,
+        to_ts_ms: to,
+        resolution: Resolution::from(range.resolution) as i32,
+        limit: range.limit,
+    };
+    let response = client.query().get_readings(request).await?.into_inner();
+    if !response.readings.is_empty() {
+        println!(
+            "{:<17} {:>14} {:>10} {:>10} {:>8}",
+            "time (UTC)", "register Wh", "interval Wh", "power W", "V l1"
+        );
+    }
+    for r in &response.readings {
+        println!(
+            "{:<17} {:>14.0} {:>10.0} {:>10.0} {:>8.1}",
+            format_ts(r.ts_ms),
+            r.energy_import_register_wh.unwrap_or(f64::NAN),
+            r.interval_energy_import_wh.unwrap_or(f64::NAN),
+            r.active_power_w.unwrap_or(f64::NAN),
+            r.voltage_v.as_ref().and_then(|v| v.l1).unwrap_or(f64::NAN)
+        );
+    }
+    if !response.intervals.is_empty() {
+        println!(
+            "{:<17} {:>6} {:>12} {:>12} {:>10} {:>10} {:>8} {:>8}",
+            "start (UTC)", "n", "import Wh", "export Wh", "mean W", "max W", "min V", "max V"
+        );
+    }
+    for i in &response.intervals {
+        let p = i.active_power_w.unwrap_or_default();
+        let v = i.voltage_v.unwrap_or_default();
+        println!(
+            "{:<17} {:>6} {:>12.0} {:>12.0} {:>10.0} {:>10.0} {:>8.1} {:>8.1}",
+            format_ts(i.start_ts_ms),
+            i.reading_count,
+            i.energy_import_wh,
+            i.energy_export_wh,
+            p.mean,
+            p.max,
+            v.min,
+            v.max
+        );
+    }
+    if response.truncated {
+        println!(
+            "(truncated at --limit {}; ask again from the last time shown)",
+            range.limit
+        );
+    }
+    Ok(())
+}
+
+async fn query_feeder(feeder: String, range: RangeArgs) -> anyhow::Result<()> {
+    let (from, to) = time_range(&range)?;
+    let client = Client::connect(&range.target).await?;
+    let request = GetFeederLoadRequest {
+        feeder_id: feeder,
+        from_ts_ms: from,
+        to_ts_ms: to,
+        resolution: Resolution::from(range.resolution) as i32,
+    };
+    let response = client.query().get_feeder_load(request).await?.into_inner();
+    if let Some(f) = &response.feeder {
+        println!(
+            "feeder {} rated {} kVA, head meter {}",
+            f.feeder_id,
+            f.rating_kva,
+            if f.head_meter_id.is_empty() {
+                "-"
+            } else {
+                &f.head_meter_id
+            }
+        );
+    }
+    println!(
+        "{:<17} {:>7} {:>12} {:>12} {:>10} {:>10} {:>12}",
+        "start (UTC)", "meters", "import kWh", "export kWh", "mean kW", "peak kW", "head kWh"
+    );
+    for i in response.intervals.iter().take(range.limit as usize) {
+        println!(
+            "{:<17} {:>7} {:>12.1} {:>12.1} {:>10.1} {:>10.1} {:>12.1}",
+            format_ts(i.start_ts_ms),
+            i.meters_reporting,
+            i.customer_energy_import_wh / 1000.0,
+            i.customer_energy_export_wh / 1000.0,
+            i.customer_mean_load_w / 1000.0,
+            i.customer_peak_load_w / 1000.0,
+            i.head_energy_import_wh / 1000.0
+        );
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_and_json_describe_the_same_topology() {
+        let generator =
+            crate::sim::Generator::new(crate::sim::SimConfig::ending_today(10, 2, 1, 1));
+        let request = ImportTopologyRequest {
+            feeders: generator.feeders(),
+            meters: generator.meters(),
+        };
+        let mut csv_bytes = Vec::new();
+        write_csv(&request, &mut csv_bytes).expect("write csv");
+        let from_csv =
+            from_file(parse_csv(&String::from_utf8(csv_bytes).expect("utf8")).expect("parse"))
+                .expect("convert");
+        let json = serde_json::to_string(&to_file(&request)).expect("json");
+        let from_json =
+            from_file(serde_json::from_str(&json).expect("parse json")).expect("convert");
+        assert_eq!(from_csv, request);
+        assert_eq!(from_json, request);
+    }
+
+    #[test]
+    fn bad_rows_are_reported_with_their_line() {
+        let err = parse_csv("kind,id,feeder_id,transformer_id,nominal_voltage_v,service_type,has_pv,rating_kva,head_meter_id\nfeeder,F1,,,,,,,\n")
+            .expect_err("feeder without rating");
+        assert!(format!("{err:#}").contains("row 2"), "{err:#}");
+        let err = from_file(TopologyFile {
+            feeders: vec![],
+            meters: vec![MeterRow {
+                meter_id: "m".into(),
+                feeder_id: "f".into(),
+                transformer_id: String::new(),
+                nominal_voltage_v: 230.0,
+                service_type: Some("farm".into()),
+                has_pv: false,
+            }],
+        })
+        .expect_err("unknown service type");
+        assert!(err.to_string().contains("farm"));
+    }
+}
