@@ -1,1 +1,253 @@
-//! placeholder
+//! Real `gridmesh` processes for tests and the chaos harness.
+//!
+//! [`NodeProcess`] starts the node binary with its own data directory and free loopback ports,
+//! waits until `/readyz` answers, and can stop it gracefully (SIGTERM), kill it (SIGKILL),
+//! pause and resume it (SIGSTOP/SIGCONT) and start it again on the same directory and ports.
+//! Every wait polls observable state with a deadline; nothing sleeps a fixed time to "let
+//! things settle".
+//!
+//! The chaos harness proper (nemesis schedule, workload, checker, report) builds on this; see
+//! `chaos-tests/README.md` for what exists today.
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+
+/// Path of the `gridmesh` binary: `GRIDMESH_BIN`, else next to the running test executable
+/// (`target/<profile>/gridmesh`).
+pub fn gridmesh_binary() -> anyhow::Result<PathBuf> {
+    if let Ok(path) = std::env::var("GRIDMESH_BIN") {
+        return Ok(PathBuf::from(path));
+    }
+    let exe = std::env::current_exe()?;
+    let profile_dir = exe
+        .ancestors()
+        .find(|p| p.join("gridmesh").is_file())
+        .context(
+            "gridmesh binary not found next to the test executable; build it or set GRIDMESH_BIN",
+        )?;
+    Ok(profile_dir.join("gridmesh"))
+}
+
+/// A free TCP port on 127.0.0.1 (bound, then released).
+pub fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// Polls `check` until it returns `Some` or `timeout` passes.
+pub fn wait_for<T>(
+    timeout: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(value) = check() {
+            return Ok(value);
+        }
+        if Instant::now() >= deadline {
+            bail!("timed out after {timeout:?} waiting for {what}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// One node process.
+#[derive(Debug)]
+pub struct NodeProcess {
+    /// gRPC address.
+    pub grpc_addr: SocketAddr,
+    /// HTTP address.
+    pub http_addr: SocketAddr,
+    /// Data directory.
+    pub data_dir: PathBuf,
+    /// Extra `serve` arguments.
+    pub extra_args: Vec<String>,
+    /// Extra environment.
+    pub env: Vec<(String, String)>,
+    /// Where stdout and stderr go.
+    pub log_path: PathBuf,
+    /// The `gridmesh` executable.
+    pub binary: PathBuf,
+    child: Option<Child>,
+}
+
+impl NodeProcess {
+    /// A node that will use `data_dir` and fresh loopback ports. Not started yet.
+    pub fn new(data_dir: &Path) -> anyhow::Result<Self> {
+        Ok(Self {
+            grpc_addr: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            http_addr: SocketAddr::from(([127, 0, 0, 1], free_port()?)),
+            data_dir: data_dir.to_owned(),
+            extra_args: Vec::new(),
+            env: Vec::new(),
+            log_path: data_dir.with_extension("log"),
+            binary: gridmesh_binary().unwrap_or_else(|_| PathBuf::from("gridmesh")),
+            child: None,
+        })
+    }
+
+    /// Adds `serve` arguments.
+    pub fn args(mut self, args: &[&str]) -> Self {
+        self.extra_args.extend(args.iter().map(|a| (*a).to_owned()));
+        self
+    }
+
+    /// Uses this executable (tests pass `env!("CARGO_BIN_EXE_gridmesh")`).
+    pub fn binary(mut self, path: impl Into<PathBuf>) -> Self {
+        self.binary = path.into();
+        self
+    }
+
+    /// Adds an environment variable.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.to_owned(), value.to_owned()));
+        self
+    }
+
+    /// Starts the process without waiting for readiness.
+    pub fn spawn(&mut self) -> anyhow::Result<()> {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log_path)?;
+        let mut command = Command::new(&self.binary);
+        command
+            .arg("serve")
+            .arg("--data-dir")
+            .arg(&self.data_dir)
+            .arg("--grpc-addr")
+            .arg(self.grpc_addr.to_string())
+            .arg("--http-addr")
+            .arg(self.http_addr.to_string())
+            .args(&self.extra_args)
+            .envs(self.env.iter().cloned())
+            .stdin(Stdio::null())
+            .stdout(log.try_clone()?)
+            .stderr(log);
+        self.child = Some(command.spawn().context("spawning gridmesh serve")?);
+        Ok(())
+    }
+
+    /// Starts the process and waits until `/readyz` answers 200.
+    pub fn start(&mut self) -> anyhow::Result<()> {
+        self.spawn()?;
+        self.wait_ready(Duration::from_secs(30))
+    }
+
+    /// Waits for `/readyz`, failing early if the process exits.
+    pub fn wait_ready(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let http = self.http_addr;
+        let result = wait_for(timeout, "the node to become ready", || {
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(Child::try_wait) {
+                return Some(Err(anyhow::anyhow!(
+                    "node exited during start-up with {status}"
+                )));
+            }
+            matches!(http_get(http, "/readyz"), Ok((200, _))).then_some(Ok(()))
+        });
+        match result.and_then(|r| r) {
+            Ok(()) => Ok(()),
+            Err(e) => Err(e.context(format!("log:\n{}", self.log_tail(40)))),
+        }
+    }
+
+    /// SIGKILL and reap.
+    pub fn kill(&mut self) -> anyhow::Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill()?;
+            child.wait()?;
+        }
+        Ok(())
+    }
+
+    /// Sends a signal (e.g. `libc::SIGSTOP`).
+    pub fn signal(&self, signal: i32) -> anyhow::Result<()> {
+        let child = self.child.as_ref().context("node is not running")?;
+        let pid = i32::try_from(child.id())?;
+        // The workspace denies unsafe code, so signals go through kill(1) rather than libc.
+        let status = Command::new("kill")
+            .arg(format!("-{signal}"))
+            .arg(pid.to_string())
+            .status()?;
+        if !status.success() {
+            bail!("kill -{signal} {pid} failed");
+        }
+        Ok(())
+    }
+
+    /// SIGTERM and wait for exit (bounded).
+    pub fn terminate(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        self.signal(libc::SIGTERM)?;
+        let child = self.child.as_mut().context("node is not running")?;
+        let status = wait_for(timeout, "the node to exit after SIGTERM", || {
+            child.try_wait().ok().flatten()
+        })?;
+        self.child = None;
+        Ok(status)
+    }
+
+    /// Waits for the process to exit on its own (bounded).
+    pub fn wait_exit(&mut self, timeout: Duration) -> anyhow::Result<ExitStatus> {
+        let child = self.child.as_mut().context("node is not running")?;
+        let status = wait_for(timeout, "the node to exit", || {
+            child.try_wait().ok().flatten()
+        })?;
+        self.child = None;
+        Ok(status)
+    }
+
+    /// The last `lines` lines of the node's log.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let text = std::fs::read_to_string(&self.log_path).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// The whole log.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.log_path).unwrap_or_default()
+    }
+
+    /// GETs a path from the node's HTTP port: (status, body).
+    pub fn http_get(&self, path: &str) -> anyhow::Result<(u16, String)> {
+        http_get(self.http_addr, path)
+    }
+
+    /// `host:port` of gRPC, for the client.
+    pub fn grpc_target(&self) -> String {
+        self.grpc_addr.to_string()
+    }
+}
+
+impl Drop for NodeProcess {
+    fn drop(&mut self) {
+        let _ = self.kill();
+    }
+}
+
+/// A minimal HTTP/1.1 GET (no client dependency needed for three fixed endpoints).
+pub fn http_get(addr: SocketAddr, path: &str) -> anyhow::Result<(u16, String)> {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(1))?;
+    stream.set_read_timeout(Some(Duration::from_secs(5)))?;
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response)?;
+    let status = response
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .context("malformed HTTP response")?;
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    Ok((status, body))
+}
