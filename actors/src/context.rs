@@ -56,7 +56,9 @@ impl NodeContext {
             .clone()
     }
 
-    pub(crate) fn set_shard(&self, shard: u32, actor: Option<ActorRef<ShardMsg>>) {
+    /// Installs the current supervisor of `shard` (the node supervisor does this on every
+    /// (re)start; tests install stand-ins).
+    pub fn set_shard(&self, shard: u32, actor: Option<ActorRef<ShardMsg>>) {
         let mut shards = self
             .shards
             .write()

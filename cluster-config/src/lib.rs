@@ -27,6 +27,9 @@ pub const CONFIG_VERSION: u32 = 1;
 /// Prefix of environment overrides.
 pub const ENV_PREFIX: &str = "GRIDMESH_";
 
+/// The config file's sections, as environment overrides name them.
+const SECTIONS: [&str; 5] = ["node", "ingest", "storage", "actors", "log"];
+
 /// Errors loading or validating a configuration. Each message names the key and what to do.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -439,6 +442,22 @@ fn apply_env_override(table: &mut toml::Table, name: &str, value: &str) -> Resul
     let Some(path) = name.strip_prefix(ENV_PREFIX) else {
         return Ok(());
     };
+    if !path.contains("__") {
+        // Other GRIDMESH_* variables (GRIDMESH_CONFIG, test switches) are not overrides, but a
+        // single underscore after a section name is almost certainly a typo: say so.
+        let lower = path.to_ascii_lowercase();
+        if let Some(section) = SECTIONS.iter().find(|s| lower.starts_with(&format!("{s}_"))) {
+            let key = &path[section.len() + 1..];
+            return Err(ConfigError::Parse {
+                origin: format!(" in environment variable {name}"),
+                message: format!(
+                    "overrides use two underscores between section and key: {ENV_PREFIX}{}__{key}",
+                    section.to_ascii_uppercase()
+                ),
+            });
+        }
+        return Ok(());
+    }
     let parts: Vec<String> = path.split("__").map(str::to_ascii_lowercase).collect();
     let [section, key] = parts.as_slice() else {
         return Err(ConfigError::Parse {
