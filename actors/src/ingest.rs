@@ -164,7 +164,8 @@ impl IngestPipeline {
             });
         }
         let permits = len as u32;
-        let acquired = match admission {
+
+        match admission {
             Admission::FailFast => self
                 .inflight
                 .clone()
@@ -184,8 +185,7 @@ impl IngestPipeline {
                 .acquire_many_owned(permits)
                 .await
                 .map_err(|_| IngestError::ShuttingDown),
-        };
-        acquired
+        }
     }
 
     /// Shape-checks readings and groups the valid ones by meter and shard.

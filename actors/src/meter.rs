@@ -338,17 +338,17 @@ impl MeterActorState {
 
     /// Recomputes changed buckets and adds state, feeder and registry rows.
     fn finish_batch(&mut self, effect: &mut BatchEffect) -> Result<(), ActorProcessingErr> {
-        if effect.open_dirty {
-            if let Some(open) = &self.state.open_interval {
-                self.state.open_interval = Some(self.recompute(open.start_ts_ms, &effect.pending)?);
-            }
+        if effect.open_dirty
+            && let Some(open) = &self.state.open_interval
+        {
+            self.state.open_interval = Some(self.recompute(open.start_ts_ms, &effect.pending)?);
         }
         let mut changed: Vec<BucketAccumulator> = Vec::new();
         for start in std::mem::take(&mut effect.dirty_buckets) {
             changed.push(self.recompute(start, &effect.pending)?);
         }
         if effect.open_touched {
-            changed.extend(self.state.open_interval.clone());
+            changed.extend(self.state.open_interval);
         }
         self.contribute(&changed, effect);
 

@@ -317,42 +317,45 @@ fn check_registers_after_last(state: &MeterState, reading: &Reading) -> Result<(
         ),
     ];
     for (name, last, new) in pairs {
-        if let (Some(last), Some(new)) = (last, new) {
-            if new + REGISTER_EPSILON_WH < last {
-                return Err((
-                    RejectReason::RegisterBackwards,
-                    format!("{name} = {new} is below the previous reading's {last}"),
-                ));
-            }
+        if let (Some(last), Some(new)) = (last, new)
+            && new + REGISTER_EPSILON_WH < last
+        {
+            return Err((
+                RejectReason::RegisterBackwards,
+                format!("{name} = {new} is below the previous reading's {last}"),
+            ));
         }
     }
     Ok(())
 }
 
+/// Reads one register channel of a reading.
+type RegisterOf = fn(&Reading) -> Option<f64>;
+
 fn check_registers_between(reading: &Reading, history: &mut impl History) -> Result<(), Rejected> {
     let before = history.before(reading.ts_ms);
     let after = history.after(reading.ts_ms);
-    let channels: [(&str, fn(&Reading) -> Option<f64>); 2] = [
+    let channels: [(&str, RegisterOf); 2] = [
         ("energy_import_register_wh", |r| r.energy_import_register_wh),
         ("energy_export_register_wh", |r| r.energy_export_register_wh),
     ];
     for (name, get) in channels {
         let Some(new) = get(reading) else { continue };
-        if let Some(prev) = before.as_ref().and_then(|n| get(&n.reading)) {
-            if new + REGISTER_EPSILON_WH < prev {
-                return Err((
-                    RejectReason::RegisterBackwards,
-                    format!("{name} = {new} is below the earlier reading's {prev}"),
-                ));
-            }
+        if let Some(prev) = before.as_ref().and_then(|n| get(&n.reading))
+            && new + REGISTER_EPSILON_WH < prev
+        {
+            return Err((
+                RejectReason::RegisterBackwards,
+                format!("{name} = {new} is below the earlier reading's {prev}"),
+            ));
         }
-        if let Some(next) = after.as_ref().and_then(|n| get(&n.reading)) {
-            if new > next + REGISTER_EPSILON_WH {
-                return Err((
-                    RejectReason::RegisterBackwards,
-                    format!("{name} = {new} is above the later reading's {next}"),
-                ));
-            }
+        if let Some(next) = after.as_ref().and_then(|n| get(&n.reading))
+            && new > next + REGISTER_EPSILON_WH
+        {
+            return Err((
+                RejectReason::RegisterBackwards,
+                format!("{name} = {new} is above the later reading's {next}"),
+            ));
         }
     }
     Ok(())

@@ -34,16 +34,44 @@ fn node_context(config: Config) -> (Arc<NodeContext>, WriterTask, tempfile::Temp
     (NodeContext::new(store, writer, config), task, dir)
 }
 
-async fn start(config: Config) -> (Node, ActorRef<gridmesh_actors::node::NodeMsg>, tokio::task::JoinHandle<()>) {
+async fn start(
+    config: Config,
+) -> (
+    Node,
+    ActorRef<gridmesh_actors::node::NodeMsg>,
+    tokio::task::JoinHandle<()>,
+) {
     let (ctx, writer, dir) = node_context(config);
-    let (root, handle) = Actor::spawn(None, NodeSupervisor, ctx.clone()).await.expect("root starts");
+    let (root, handle) = Actor::spawn(None, NodeSupervisor, ctx.clone())
+        .await
+        .expect("root starts");
     let pipeline = IngestPipeline::new(ctx.clone());
-    let feeders = vec![FeederInfo { feeder_id: "F1".into(), rating_kva: 100.0, head_meter_id: String::new() }];
+    let feeders = vec![FeederInfo {
+        feeder_id: "F1".into(),
+        rating_kva: 100.0,
+        head_meter_id: String::new(),
+    }];
     let meters = (0..8)
-        .map(|i| MeterInfo { meter_id: format!("M{i}"), feeder_id: "F1".into(), nominal_voltage_v: 230.0, ..Default::default() })
+        .map(|i| MeterInfo {
+            meter_id: format!("M{i}"),
+            feeder_id: "F1".into(),
+            nominal_voltage_v: 230.0,
+            ..Default::default()
+        })
         .collect();
-    registry::import(&ctx, feeders, meters).await.expect("topology");
-    (Node { ctx, pipeline, _writer: writer, _dir: dir }, root, handle)
+    registry::import(&ctx, feeders, meters)
+        .await
+        .expect("topology");
+    (
+        Node {
+            ctx,
+            pipeline,
+            _writer: writer,
+            _dir: dir,
+        },
+        root,
+        handle,
+    )
 }
 
 fn config() -> Config {
@@ -65,16 +93,36 @@ fn reading(meter: &str, k: i64) -> Reading {
 
 async fn push(node: &Node, meter: &str, ks: std::ops::Range<i64>) -> u32 {
     let readings = ks.map(|k| reading(meter, k)).collect();
-    let ack = node.pipeline.push(ReadingBatch { batch_id: 1, readings }, Admission::FailFast).await.expect("push");
+    let ack = node
+        .pipeline
+        .push(
+            ReadingBatch {
+                batch_id: 1,
+                readings,
+            },
+            Admission::FailFast,
+        )
+        .await
+        .expect("push");
     assert!(ack.rejected.is_empty(), "{ack:?}");
     ack.accepted
 }
 
 async fn status(node: &Node, meter: &str) -> MeterStatus {
-    let shard = node.ctx.shard(shard_of(meter, node.ctx.config.actors.shards)).expect("shard running");
-    ractor::call_t!(shard, |reply| ShardMsg::Status { meter_id: meter.to_owned(), reply }, 5000)
-        .expect("status call")
-        .expect("registered meter")
+    let shard = node
+        .ctx
+        .shard(shard_of(meter, node.ctx.config.actors.shards))
+        .expect("shard running");
+    ractor::call_t!(
+        shard,
+        |reply| ShardMsg::Status {
+            meter_id: meter.to_owned(),
+            reply
+        },
+        5000
+    )
+    .expect("status call")
+    .expect("registered meter")
 }
 
 async fn poll<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
@@ -89,21 +137,39 @@ async fn poll<T>(what: &str, mut check: impl AsyncFnMut() -> Option<T>) -> T {
 }
 
 async fn lookup(node: &Node, meter: &str) -> Option<ractor::ActorCell> {
-    let shard = node.ctx.shard(shard_of(meter, node.ctx.config.actors.shards))?;
-    ractor::call_t!(shard, |reply| ShardMsg::Lookup { meter_id: meter.to_owned(), reply }, 5000).ok()?
+    let shard = node
+        .ctx
+        .shard(shard_of(meter, node.ctx.config.actors.shards))?;
+    ractor::call_t!(
+        shard,
+        |reply| ShardMsg::Lookup {
+            meter_id: meter.to_owned(),
+            reply
+        },
+        5000
+    )
+    .ok()?
 }
 
 #[tokio::test]
 async fn a_killed_meter_comes_back_on_demand_with_exact_state() {
     let (node, _root, _handle) = start(config()).await;
     assert_eq!(push(&node, "M1", 0..10).await, 10);
-    let meter = lookup(&node, "M1").await.expect("meter is active after ingest");
+    let meter = lookup(&node, "M1")
+        .await
+        .expect("meter is active after ingest");
     meter.kill();
-    poll("the shard to notice the dead meter", async || lookup(&node, "M1").await.is_none().then_some(())).await;
+    poll("the shard to notice the dead meter", async || {
+        lookup(&node, "M1").await.is_none().then_some(())
+    })
+    .await;
 
     assert_eq!(push(&node, "M1", 10..20).await, 10);
     let status = status(&node, "M1").await;
-    assert_eq!(status.readings_accepted, 20, "state resumed exactly after the kill");
+    assert_eq!(
+        status.readings_accepted, 20,
+        "state resumed exactly after the kill"
+    );
     assert_eq!(status.activations, 2);
 }
 
@@ -115,7 +181,9 @@ async fn a_killed_shard_is_restarted_by_the_node_supervisor() {
     let old = node.ctx.shard(shard_id).expect("shard");
     old.get_cell().kill();
     let new = poll("a new shard supervisor", async || {
-        node.ctx.shard(shard_id).filter(|s| s.get_id() != old.get_id())
+        node.ctx
+            .shard(shard_id)
+            .filter(|s| s.get_id() != old.get_id())
     })
     .await;
     assert_ne!(new.get_id(), old.get_id());
@@ -131,13 +199,21 @@ async fn exceeding_the_restart_intensity_escalates_to_the_root() {
     config.actors.restart_window = Duration::from_secs(30);
     let (node, _root, handle) = start(config).await;
     for round in 0..3 {
-        let Some(shard) = node.ctx.shard(0) else { panic!("shard 0 missing in round {round}") };
+        let Some(shard) = node.ctx.shard(0) else {
+            panic!("shard 0 missing in round {round}")
+        };
         shard.get_cell().kill();
         if round < 2 {
-            poll("shard 0 restarted", async || node.ctx.shard(0).filter(|s| s.get_id() != shard.get_id())).await;
+            poll("shard 0 restarted", async || {
+                node.ctx.shard(0).filter(|s| s.get_id() != shard.get_id())
+            })
+            .await;
         }
     }
-    poll("the node supervisor to give up", async || handle.is_finished().then_some(())).await;
+    poll("the node supervisor to give up", async || {
+        handle.is_finished().then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
@@ -152,10 +228,18 @@ async fn repeated_meter_failures_escalate_to_a_shard_restart() {
         let meter = lookup(&node, "M3").await.expect("active meter");
         meter.kill();
         if k == 0 {
-            poll("the meter to be gone", async || lookup(&node, "M3").await.is_none().then_some(())).await;
+            poll("the meter to be gone", async || {
+                lookup(&node, "M3").await.is_none().then_some(())
+            })
+            .await;
         }
     }
-    poll("the shard to be replaced", async || node.ctx.shard(shard_id).filter(|s| s.get_id() != shard.get_id())).await;
+    poll("the shard to be replaced", async || {
+        node.ctx
+            .shard(shard_id)
+            .filter(|s| s.get_id() != shard.get_id())
+    })
+    .await;
     assert!(!handle.is_finished());
     push(&node, "M3", 4..6).await;
     assert_eq!(status(&node, "M3").await.readings_accepted, 6);
@@ -179,7 +263,10 @@ async fn budget_and_idle_passivation_keep_state_exact() {
     for m in 0..6 {
         let status = status(&node, &format!("M{m}")).await;
         assert_eq!(status.readings_accepted, 12, "meter M{m}");
-        assert!(status.activations >= 2, "M{m} was passivated and re-activated");
+        assert!(
+            status.activations >= 2,
+            "M{m} was passivated and re-activated"
+        );
     }
     poll("idle meters to be passivated", async || {
         let stats = shard_stats(&node.ctx).await;
@@ -195,10 +282,19 @@ impl Actor for Blackhole {
     type Msg = ShardMsg;
     type State = Vec<ShardMsg>;
     type Arguments = ();
-    async fn pre_start(&self, _: ActorRef<ShardMsg>, _: ()) -> Result<Self::State, ActorProcessingErr> {
+    async fn pre_start(
+        &self,
+        _: ActorRef<ShardMsg>,
+        _: (),
+    ) -> Result<Self::State, ActorProcessingErr> {
         Ok(Vec::new())
     }
-    async fn handle(&self, _: ActorRef<ShardMsg>, msg: ShardMsg, held: &mut Self::State) -> Result<(), ActorProcessingErr> {
+    async fn handle(
+        &self,
+        _: ActorRef<ShardMsg>,
+        msg: ShardMsg,
+        held: &mut Self::State,
+    ) -> Result<(), ActorProcessingErr> {
         held.push(msg);
         Ok(())
     }
@@ -215,7 +311,10 @@ async fn a_saturated_node_refuses_with_resource_exhausted_and_recovers() {
     let (blackhole, _) = Actor::spawn(None, Blackhole, ()).await.expect("stand-in");
     ctx.set_shard(0, Some(blackhole));
     let pipeline = IngestPipeline::new(ctx.clone());
-    let batch = |id| ReadingBatch { batch_id: id, readings: (0..100).map(|k| reading("M1", k)).collect() };
+    let batch = |id| ReadingBatch {
+        batch_id: id,
+        readings: (0..100).map(|k| reading("M1", k)).collect(),
+    };
 
     let first = tokio::spawn({
         let pipeline = pipeline.clone();
@@ -227,10 +326,16 @@ async fn a_saturated_node_refuses_with_resource_exhausted_and_recovers() {
         tokio::task::yield_now().await;
     }
     let refused = pipeline.push(batch(2), Admission::FailFast).await;
-    assert!(matches!(refused, Err(IngestError::Saturated { inflight: 100 })), "{refused:?}");
+    assert!(
+        matches!(refused, Err(IngestError::Saturated { inflight: 100 })),
+        "{refused:?}"
+    );
 
     // The stuck batch times out (outcome unknown) and frees its budget.
     let timed_out = first.await.expect("task");
-    assert!(matches!(timed_out, Err(IngestError::AckTimeout { batch_id: 1, .. })), "{timed_out:?}");
+    assert!(
+        matches!(timed_out, Err(IngestError::AckTimeout { batch_id: 1, .. })),
+        "{timed_out:?}"
+    );
     assert_eq!(pipeline.inflight(), 0);
 }

@@ -446,7 +446,10 @@ fn apply_env_override(table: &mut toml::Table, name: &str, value: &str) -> Resul
         // Other GRIDMESH_* variables (GRIDMESH_CONFIG, test switches) are not overrides, but a
         // single underscore after a section name is almost certainly a typo: say so.
         let lower = path.to_ascii_lowercase();
-        if let Some(section) = SECTIONS.iter().find(|s| lower.starts_with(&format!("{s}_"))) {
+        if let Some(section) = SECTIONS
+            .iter()
+            .find(|s| lower.starts_with(&format!("{s}_")))
+        {
             let key = &path[section.len() + 1..];
             return Err(ConfigError::Parse {
                 origin: format!(" in environment variable {name}"),

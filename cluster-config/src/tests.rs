@@ -82,8 +82,10 @@ fn impossible_values_explain_themselves() {
             .contains("not a duration")
     );
 
-    let mut config = Config::default();
-    config.version = 2;
+    let config = Config {
+        version: 2,
+        ..Config::default()
+    };
     assert!(
         config
             .validate()
