@@ -30,5 +30,5 @@ failed=$(grep -Eo '^test result: .*' "$log" | grep -Eo '[0-9]+ failed' | awk '{s
 ignored=$(grep -Eo '^test result: .*' "$log" | grep -Eo '[0-9]+ ignored' | awk '{s+=$1} END {print s+0}')
 rm -f "$log"
 echo
-echo "summary: ${passed} passed, ${failed} failed, ${ignored} ignored"
+echo "summary: ${passed} passed, ${failed} failed, ${ignored} skipped"
 exit "$status"

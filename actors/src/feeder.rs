@@ -24,6 +24,7 @@ use ractor_cluster::RactorMessage;
 
 use crate::buckets::MIN15_MS;
 use crate::context::{NodeContext, now_ms};
+use crate::meter::FeederUpdate;
 use crate::restart::{RestartBudget, RestartDecision};
 
 /// Intervals kept in the live view (two hours).
@@ -32,16 +33,13 @@ pub const LIVE_INTERVALS: usize = 8;
 /// Messages of the feeder supervisor. Local only.
 #[derive(RactorMessage)]
 pub enum FeederSupervisorMsg {
-    /// A meter's contribution to one interval (replaces its previous one).
-    Contribution {
+    /// Durable meter contributions to intervals of one feeder (each replaces that meter's
+    /// previous contribution to that interval).
+    Updates {
         /// Feeder.
         feeder_id: String,
-        /// Interval start, ms.
-        interval_start_ms: i64,
-        /// Meter.
-        meter_id: String,
-        /// The contribution.
-        contribution: FeederContribution,
+        /// The contributions.
+        updates: Vec<FeederUpdate>,
     },
     /// The live view of a feeder (activates it).
     Live {
@@ -57,15 +55,8 @@ pub enum FeederSupervisorMsg {
 /// Messages of one feeder actor. Local only.
 #[derive(RactorMessage)]
 pub enum FeederMsg {
-    /// See [`FeederSupervisorMsg::Contribution`].
-    Contribution {
-        /// Interval start, ms.
-        interval_start_ms: i64,
-        /// Meter.
-        meter_id: String,
-        /// The contribution.
-        contribution: FeederContribution,
-    },
+    /// See [`FeederSupervisorMsg::Updates`].
+    Updates(Vec<FeederUpdate>),
     /// See [`FeederSupervisorMsg::Live`].
     Live(RpcReplyPort<FeederLive>),
 }
@@ -137,18 +128,9 @@ impl Actor for FeederSupervisor {
         s: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            FeederSupervisorMsg::Contribution {
-                feeder_id,
-                interval_start_ms,
-                meter_id,
-                contribution,
-            } => {
+            FeederSupervisorMsg::Updates { feeder_id, updates } => {
                 let feeder = s.feeder(&myself, &feeder_id).await?;
-                let _ = feeder.cast(FeederMsg::Contribution {
-                    interval_start_ms,
-                    meter_id,
-                    contribution,
-                });
+                let _ = feeder.cast(FeederMsg::Updates(updates));
             }
             FeederSupervisorMsg::Live { feeder_id, reply } => {
                 let feeder = s.feeder(&myself, &feeder_id).await?;
@@ -260,12 +242,14 @@ impl Actor for FeederActor {
         s: &mut FeederState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            FeederMsg::Contribution {
-                interval_start_ms,
-                meter_id,
-                contribution,
-            } => {
-                s.record(interval_start_ms, meter_id, contribution);
+            FeederMsg::Updates(updates) => {
+                for update in updates {
+                    s.record(
+                        update.interval_start_ms,
+                        update.meter_id,
+                        update.contribution,
+                    );
+                }
             }
             FeederMsg::Live(reply) => {
                 let _ = reply.send(s.live());

@@ -22,7 +22,8 @@ use gridmesh_proto::v1::{PushAck, ReadingBatch, RejectReason, Rejection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::context::{NodeContext, now_ms};
-use crate::meter::{GroupOutcome, MeterWork};
+use crate::feeder::FeederSupervisorMsg;
+use crate::meter::{FeederUpdate, GroupOutcome, MeterWork};
 use crate::placement::shard_of;
 use crate::shard::ShardMsg;
 use crate::validation::check_shape;
@@ -137,7 +138,8 @@ impl IngestPipeline {
         };
         let (mut groups, per_shard, rx) = self.split(batch, &mut ack.rejected);
         self.dispatch(per_shard);
-        self.collect(rx, &mut groups, &mut ack).await?;
+        let feeder_updates = self.collect(rx, &mut groups, &mut ack).await?;
+        self.notify_feeders(feeder_updates);
 
         ack.rejected.sort_by_key(|r| r.index);
         record_metrics(&ack, len, started);
@@ -205,10 +207,12 @@ impl IngestPipeline {
         for (index, reading) in batch.readings.into_iter().enumerate() {
             let index = index as u32;
             match check_shape(&reading, now, tolerance) {
-                Ok(()) => by_meter
-                    .entry(reading.meter_id.clone())
-                    .or_default()
-                    .push((index, reading)),
+                Ok(()) => {
+                    // The id moves to the group: stored readings do not repeat it.
+                    let mut reading = reading;
+                    let meter_id = std::mem::take(&mut reading.meter_id);
+                    by_meter.entry(meter_id).or_default().push((index, reading));
+                }
                 Err((reason, message)) => rejected.push(Rejection {
                     index,
                     reason: reason as i32,
@@ -256,8 +260,9 @@ impl IngestPipeline {
         mut rx: mpsc::Receiver<GroupOutcome>,
         groups: &mut [Group],
         ack: &mut PushAck,
-    ) -> Result<(), IngestError> {
+    ) -> Result<Vec<FeederUpdate>, IngestError> {
         let timeout = self.ctx.config.ingest.ack_timeout;
+        let mut feeder_updates = Vec::new();
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             match tokio::time::timeout_at(deadline, rx.recv()).await {
@@ -269,6 +274,7 @@ impl IngestPipeline {
                     ack.duplicates += outcome.duplicates;
                     ack.corrections += outcome.corrections;
                     ack.rejected.extend(outcome.rejected);
+                    feeder_updates.extend(outcome.feeder_updates);
                 }
                 // Every sender is gone: all groups answered or their actors dropped them.
                 Ok(None) => break,
@@ -290,7 +296,28 @@ impl IngestPipeline {
                 });
             }
         }
-        Ok(())
+        Ok(feeder_updates)
+    }
+
+    /// Hands durable feeder contributions to the feeder actors: one message per feeder.
+    fn notify_feeders(&self, updates: Vec<FeederUpdate>) {
+        if updates.is_empty() {
+            return;
+        }
+        let Some(feeders) = self.ctx.feeder_supervisor() else {
+            return;
+        };
+        let mut by_feeder: HashMap<String, Vec<FeederUpdate>> = HashMap::new();
+        for update in updates {
+            by_feeder
+                .entry(update.feeder_id.clone())
+                .or_default()
+                .push(update);
+        }
+        for (feeder_id, updates) in by_feeder {
+            // The live view is best effort; the stored rows are the source of truth.
+            let _ = feeders.cast(FeederSupervisorMsg::Updates { feeder_id, updates });
+        }
     }
 }
 

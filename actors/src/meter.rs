@@ -34,7 +34,6 @@ use tokio::sync::mpsc;
 
 use crate::buckets::{self, Bucket};
 use crate::context::{NodeContext, now_ms};
-use crate::feeder::FeederSupervisorMsg;
 use crate::keys;
 use crate::storage::{Store, encode_reading};
 use crate::validation::{Decision, History, MeterRules, Neighbour, decide};
@@ -47,7 +46,8 @@ pub struct MeterWork {
     pub meter_id: String,
     /// Index of this group in its batch, echoed in the outcome.
     pub group: u32,
-    /// `(index in batch, reading)`, in batch order.
+    /// `(index in batch, reading)`, in batch order. The pipeline moves each reading's
+    /// `meter_id` into [`MeterWork::meter_id`], so it is empty here.
     pub readings: Vec<(u32, Reading)>,
     /// Where the outcome goes once durable. Dropping it unanswered means "retry".
     pub outcome: mpsc::Sender<GroupOutcome>,
@@ -66,6 +66,22 @@ pub struct GroupOutcome {
     pub corrections: u32,
     /// Rejected readings.
     pub rejected: Vec<Rejection>,
+    /// This meter's new contributions to feeder intervals, durable once the outcome arrives.
+    /// The pipeline forwards them to the feeder actors, one message per feeder per batch.
+    pub feeder_updates: Vec<FeederUpdate>,
+}
+
+/// A meter's contribution to one feeder interval (replaces its previous one).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeederUpdate {
+    /// Feeder.
+    pub feeder_id: String,
+    /// Interval start, ms.
+    pub interval_start_ms: i64,
+    /// Meter.
+    pub meter_id: String,
+    /// The contribution.
+    pub contribution: FeederContribution,
 }
 
 /// Messages of a meter actor. Local only.
@@ -188,8 +204,9 @@ impl Actor for MeterActor {
 struct BatchEffect {
     outcome: GroupOutcome,
     rows: Vec<Row>,
-    /// Readings accepted in this batch, not yet in the store: `ts → (reading, encoding)`.
-    pending: BTreeMap<i64, (Reading, Vec<u8>)>,
+    /// Readings accepted in this batch, not yet in the store: `ts → (reading, index of its
+    /// row in `rows`)`.
+    pending: BTreeMap<i64, (Reading, usize)>,
     /// 15-minute buckets other than the open one that changed (backfill, corrections).
     dirty_buckets: BTreeSet<i64>,
     /// The open bucket must be recomputed from storage (a correction landed in it).
@@ -239,6 +256,7 @@ impl MeterActorState {
                 store: &self.ctx.store,
                 meter: &self.info.meter_id,
                 pending: &effect.pending,
+                rows: &effect.rows,
             };
             decide(&self.state, &self.rules, &reading, &encoded, &mut history)
         };
@@ -291,10 +309,19 @@ impl MeterActorState {
     ) {
         let ts = reading.ts_ms;
         let bucket = Bucket::Min15.start_of(ts);
-        let key = keys::reading_key(&self.info.meter_id, ts);
-        effect
-            .rows
-            .push(Row::put(Space::Readings, key, encoded.clone()));
+        // Two versions of one timestamp in a batch: the later replaces the earlier's row (rows of
+        // one atomic batch share a sequence number, so a key must not be sent twice).
+        let row = match effect.pending.get(&ts) {
+            Some((_, row)) => {
+                effect.rows[*row].value = Some(encoded);
+                *row
+            }
+            None => {
+                let key = keys::reading_key(&self.info.meter_id, ts);
+                effect.rows.push(Row::put(Space::Readings, key, encoded));
+                effect.rows.len() - 1
+            }
+        };
 
         let open_start = self.state.open_interval.as_ref().map(|a| a.start_ts_ms);
         if ts > self.state.last_ts_ms {
@@ -324,7 +351,7 @@ impl MeterActorState {
         } else {
             effect.dirty_buckets.insert(bucket);
         }
-        effect.pending.insert(ts, (reading, encoded));
+        effect.pending.insert(ts, (reading, row));
     }
 
     fn track_registers(&mut self, reading: &Reading) {
@@ -373,7 +400,7 @@ impl MeterActorState {
     fn recompute(
         &self,
         start: i64,
-        pending: &BTreeMap<i64, (Reading, Vec<u8>)>,
+        pending: &BTreeMap<i64, (Reading, usize)>,
     ) -> Result<BucketAccumulator, ActorProcessingErr> {
         // A reading stamped t belongs to the bucket holding t - 1: the range is (start, end].
         let end = start + Bucket::Min15.len_ms();
@@ -392,12 +419,12 @@ impl MeterActorState {
         Ok(acc)
     }
 
-    /// Writes this meter's contribution to each changed feeder interval and tells the feeder.
+    /// Writes this meter's contribution to each changed feeder interval; the outcome carries
+    /// the same contributions so the feeder's live view hears of them once they are durable.
     fn contribute(&self, changed: &[BucketAccumulator], effect: &mut BatchEffect) {
-        if self.info.feeder_id.is_empty() || changed.is_empty() {
+        if self.info.feeder_id.is_empty() {
             return;
         }
-        let feeders = self.ctx.feeder_supervisor();
         for acc in changed {
             let contribution = FeederContribution {
                 energy_import_wh: acc.energy_import_wh,
@@ -412,15 +439,12 @@ impl MeterActorState {
                 key,
                 contribution.encode_to_vec(),
             ));
-            if let Some(feeders) = &feeders {
-                // The live view is best effort: the stored row above is the source of truth.
-                let _ = feeders.cast(FeederSupervisorMsg::Contribution {
-                    feeder_id: self.info.feeder_id.clone(),
-                    interval_start_ms: acc.start_ts_ms,
-                    meter_id: self.info.meter_id.clone(),
-                    contribution,
-                });
-            }
+            effect.outcome.feeder_updates.push(FeederUpdate {
+                feeder_id: self.info.feeder_id.clone(),
+                interval_start_ms: acc.start_ts_ms,
+                meter_id: self.info.meter_id.clone(),
+                contribution,
+            });
         }
     }
 
@@ -501,13 +525,14 @@ impl MeterActorState {
 struct Overlay<'a> {
     store: &'a Store,
     meter: &'a str,
-    pending: &'a BTreeMap<i64, (Reading, Vec<u8>)>,
+    pending: &'a BTreeMap<i64, (Reading, usize)>,
+    rows: &'a [Row],
 }
 
 impl History for Overlay<'_> {
     fn at(&mut self, ts_ms: i64) -> Option<Vec<u8>> {
-        if let Some((_, encoded)) = self.pending.get(&ts_ms) {
-            return Some(encoded.clone());
+        if let Some((_, row)) = self.pending.get(&ts_ms) {
+            return self.rows.get(*row).and_then(|r| r.value.clone());
         }
         self.store.reading_at(self.meter, ts_ms).ok().flatten()
     }

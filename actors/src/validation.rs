@@ -142,7 +142,9 @@ fn check_phases(name: &str, phases: Option<&PhaseValues>, max: f64) -> Result<()
     let Some(p) = phases else { return Ok(()) };
     for (phase, value) in [("l1", p.l1), ("l2", p.l2), ("l3", p.l3)] {
         if let Some(v) = value {
-            check_value(&format!("{name}.{phase}"), v, 0.0, max)?;
+            // The field name is only formatted when the value is bad: this runs per reading.
+            check_value("", v, 0.0, max)
+                .map_err(|(reason, message)| (reason, format!("{name}.{phase}{message}")))?;
         }
     }
     Ok(())

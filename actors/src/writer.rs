@@ -88,6 +88,8 @@ pub type Completion = Box<dyn FnOnce(Result<(), WriteError>) + Send>;
 pub struct WriteCursor {
     enqueued: AtomicU64,
     applied: AtomicU64,
+    /// Tasks inside `wait_applied`: the writer only touches `notify` (a lock) when some wait.
+    waiters: std::sync::atomic::AtomicUsize,
     notify: Notify,
 }
 
@@ -100,13 +102,20 @@ impl WriteCursor {
     /// Waits until every request reserved so far is applied (visible to reads).
     pub async fn wait_applied(&self) {
         let target = self.enqueued.load(Ordering::Acquire);
+        if self.applied.load(Ordering::Acquire) >= target {
+            return;
+        }
+        // SeqCst pairs with `mark_applied`: either the writer sees this waiter and notifies, or
+        // this waiter sees the writer's progress (the store/load pattern needs a total order).
+        self.waiters.fetch_add(1, Ordering::SeqCst);
         loop {
             let notified = self.notify.notified();
-            if self.applied.load(Ordering::Acquire) >= target {
-                return;
+            if self.applied.load(Ordering::SeqCst) >= target {
+                break;
             }
             notified.await;
         }
+        self.waiters.fetch_sub(1, Ordering::AcqRel);
     }
 
     /// Whether everything reserved so far is applied.
@@ -115,8 +124,10 @@ impl WriteCursor {
     }
 
     fn mark_applied(&self, seq: u64) {
-        self.applied.fetch_max(seq, Ordering::AcqRel);
-        self.notify.notify_waiters();
+        self.applied.fetch_max(seq, Ordering::SeqCst);
+        if self.waiters.load(Ordering::SeqCst) > 0 {
+            self.notify.notify_waiters();
+        }
     }
 
     /// Marks a reserved sequence number as done without a write (its request was never sent),

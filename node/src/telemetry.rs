@@ -11,8 +11,8 @@ static METRICS: OnceLock<PrometheusHandle> = OnceLock::new();
 
 /// Installs the `tracing` subscriber. `RUST_LOG` wins over the configured level.
 pub fn init_logging(config: &LogConfig) {
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&config.level));
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new(quiet_actor_spans(&config.level)));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr);
@@ -22,6 +22,16 @@ pub fn init_logging(config: &LogConfig) {
     };
     // A second init (tests, demo after serve) keeps the first subscriber.
     let _ = result;
+}
+
+/// ractor opens a span per actor and enters it on every poll; with per-meter actors that is a
+/// measurable share of ingest CPU, so its spans stay off unless a filter names ractor itself.
+fn quiet_actor_spans(level: &str) -> String {
+    if level.contains("ractor") {
+        level.to_owned()
+    } else {
+        format!("{level},ractor=warn")
+    }
 }
 
 /// The process-wide Prometheus recorder, installed on first use.

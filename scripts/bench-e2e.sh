@@ -1,0 +1,67 @@
+#!/usr/bin/env bash
+# End-to-end ingest benchmark of one node with durable (group-commit) acks.
+#
+# Each run starts a fresh release node on its own empty data directory and drives it with
+# `gridmesh simulate` (clean readings, no anomalies) through gRPC. Prints every run and the
+# median throughput; then runs at half the median rate and reports ack latency p50/p99.
+#
+#   scripts/bench-e2e.sh                       # 5 runs, 5000 meters x 2 days (960k readings)
+#   RUNS=3 METERS=2000 DAYS=1 scripts/bench-e2e.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-5} METERS=${METERS:-5000} FEEDERS=${FEEDERS:-50} DAYS=${DAYS:-2}
+CONCURRENCY=${CONCURRENCY:-16} BATCH=${BATCH:-1000} SYNC=${SYNC:-group}
+GRPC=127.0.0.1:${GRPC_PORT:-7300} HTTP=127.0.0.1:${HTTP_PORT:-7380}
+
+cargo build --release -p gridmesh --quiet
+B=target/release/gridmesh
+work=$(mktemp -d)
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+start_node() {
+  rm -rf "$work/data"
+  "$B" serve --data-dir "$work/data" --grpc-addr "$GRPC" --http-addr "$HTTP" --sync "$SYNC" \
+    >"$work/node.log" 2>&1 &
+  node_pid=$!
+  for _ in $(seq 200); do
+    curl -sf "http://$HTTP/readyz" >/dev/null 2>&1 && return 0
+    sleep 0.05
+  done
+  echo "node did not become ready:" >&2; cat "$work/node.log" >&2; exit 1
+}
+stop_node() { kill -TERM "$node_pid"; wait "$node_pid" || true; }
+sim() {
+  "$B" simulate --target "$GRPC" --json --no-anomalies --meters "$METERS" --feeders "$FEEDERS" \
+    --days "$DAYS" --concurrency "$CONCURRENCY" --batch-size "$BATCH" "$@"
+}
+
+echo "# $RUNS runs: $METERS meters, $DAYS days, batch $BATCH, $CONCURRENCY in flight, sync=$SYNC"
+: >"$work/runs.jsonl"
+for i in $(seq "$RUNS"); do
+  start_node
+  sim | tee -a "$work/runs.jsonl"
+  stop_node
+done
+median=$(python3 - "$work/runs.jsonl" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+print(int(statistics.median(r["throughput_rps"] for r in runs)))
+PY
+)
+echo "median throughput: $median readings/s"
+
+half=$((median / 2))
+echo "# latency at half that rate ($half readings/s), 3 runs"
+: >"$work/half.jsonl"
+for i in 1 2 3; do
+  start_node
+  sim --rate "$half" | tee -a "$work/half.jsonl"
+  stop_node
+done
+python3 - "$work/half.jsonl" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+p50 = statistics.median(r["latency_ms"]["p50"] for r in runs)
+p99 = statistics.median(r["latency_ms"]["p99"] for r in runs)
+print(f"ack latency at half rate: p50 {p50:.1f} ms, p99 {p99:.1f} ms (medians of {len(runs)} runs)")
+PY
