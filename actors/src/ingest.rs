@@ -28,6 +28,10 @@ use crate::placement::shard_of;
 use crate::shard::ShardMsg;
 use crate::validation::check_shape;
 
+/// Rejection text for readings whose meter actor died before storing them.
+const RETRY_MESSAGE: &str =
+    "the meter's actor restarted before storing this reading; nothing was stored, send it again";
+
 /// Why a whole batch was refused.
 #[derive(Debug, thiserror::Error)]
 pub enum IngestError {
@@ -58,7 +62,8 @@ pub enum IngestError {
     ShuttingDown,
     /// The acks did not arrive in time.
     #[error(
-        "batch {batch_id} was not acknowledged within {timeout_ms} ms; its outcome is unknown and resending is safe"
+        "batch {batch_id} was not acknowledged within {timeout_ms} ms; its outcome is unknown \
+         and resending is safe"
     )]
     AckTimeout {
         /// The batch id.
@@ -292,7 +297,7 @@ impl IngestPipeline {
                 ack.rejected.push(Rejection {
                     index: *index,
                     reason: RejectReason::Retry as i32,
-                    message: "the meter's actor restarted before storing this reading; nothing was stored, send it again".to_owned(),
+                    message: RETRY_MESSAGE.to_owned(),
                 });
             }
         }

@@ -49,7 +49,10 @@ mod tests {
 
     proptest! {
         #[test]
-        fn shard_is_in_range_and_deterministic(id in "[A-Za-z0-9._:-]{1,64}", shards in 1u32..4096) {
+        fn shard_is_in_range_and_deterministic(
+            id in "[A-Za-z0-9._:-]{1,64}",
+            shards in 1u32..4096,
+        ) {
             let shard = shard_of(&id, shards);
             prop_assert!(shard < shards);
             prop_assert_eq!(shard, shard_of(&id, shards));

@@ -27,7 +27,8 @@ pub enum RegistryError {
     Invalid(String),
     /// The meter references a feeder that is not registered.
     #[error(
-        "meter {meter} references feeder {feeder}, which is not registered; register the feeder first"
+        "meter {meter} references feeder {feeder}, which is not registered; register the feeder \
+     first"
     )]
     UnknownFeeder {
         /// The meter.
@@ -91,7 +92,8 @@ pub fn validate_meter(meter: &MeterInfo) -> Result<(), RegistryError> {
     let nominal = meter.nominal_voltage_v;
     if !nominal.is_finite() || !(50.0..=1000.0).contains(&nominal) {
         return Err(RegistryError::Invalid(format!(
-            "meter {id}: nominal_voltage_v = {nominal} must be between 50 and 1000 V (e.g. 230 or 120)"
+            "meter {id}: nominal_voltage_v = {nominal} must be between 50 and 1000 V \
+             (e.g. 230 or 120)"
         )));
     }
     if ServiceType::try_from(meter.service_type).is_err() {

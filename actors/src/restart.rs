@@ -122,7 +122,8 @@ mod tests {
                 if let RestartDecision::Restart { after } = budget.record_failure(now) {
                     prop_assert!(after <= Duration::from_secs(1));
                     restarts.push(now);
-                    let in_window = restarts.iter().filter(|t| now.duration_since(**t) <= window).count();
+                    let in_window =
+                        restarts.iter().filter(|t| now.duration_since(**t) <= window).count();
                     prop_assert!(in_window as u32 <= max);
                 }
             }

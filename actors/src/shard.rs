@@ -348,7 +348,7 @@ impl ShardState {
                         }
                     }
                     None => {
-                        tracing::warn!(meter = %meter_id, "meter vanished from the registry while passivating")
+                        tracing::warn!(meter = %meter_id, "meter unregistered while passivating")
                     }
                 }
             }
@@ -357,7 +357,8 @@ impl ShardState {
         if let Some(meter) = self.active.remove(&meter_id) {
             self.lru.remove(&meter.lru_tick);
         }
-        tracing::warn!(shard = self.shard, meter = %meter_id, reason, "meter actor stopped unexpectedly");
+        let shard = self.shard;
+        tracing::warn!(shard, meter = %meter_id, reason, "meter actor stopped unexpectedly");
         metrics::counter!("gridmesh_actor_failures_total", "kind" => "meter").increment(1);
         match self.restarts.record_failure(Instant::now()) {
             RestartDecision::Restart { .. } => Ok(()),

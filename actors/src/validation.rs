@@ -282,7 +282,8 @@ fn version_conflict(stored: &[u8], reading: &Reading) -> Option<Rejected> {
     Some((
         RejectReason::Conflict,
         format!(
-            "a different value is stored for ts_ms = {} with version {}; send a higher version to correct it",
+            "a different value is stored for ts_ms = {} with version {}; send a higher version \
+             to correct it",
             reading.ts_ms, reading.version
         ),
     ))

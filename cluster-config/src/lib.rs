@@ -344,8 +344,8 @@ impl IngestConfig {
         )?;
         if self.max_inflight_readings < self.max_batch_readings {
             return Err(ConfigError::Invalid(format!(
-                "ingest.max_inflight_readings ({}) is below ingest.max_batch_readings ({}): no full \
-                 batch could ever be admitted; raise max_inflight_readings",
+                "ingest.max_inflight_readings ({}) is below ingest.max_batch_readings ({}): \
+                 no full batch could ever be admitted; raise max_inflight_readings",
                 self.max_inflight_readings, self.max_batch_readings
             )));
         }

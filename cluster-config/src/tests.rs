@@ -20,7 +20,10 @@ fn file_values_and_env_overrides_layer() {
     let path = dir.path().join("node.toml");
     std::fs::write(
         &path,
-        "version = 1\n[node]\nname = \"n7\"\n[ingest]\nfuture_tolerance = \"90s\"\nauto_register = false\n",
+        concat!(
+            "version = 1\n[node]\nname = \"n7\"\n",
+            "[ingest]\nfuture_tolerance = \"90s\"\nauto_register = false\n",
+        ),
     )
     .expect("write config");
     let config = Config::load(

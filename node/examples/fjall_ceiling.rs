@@ -46,7 +46,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let elapsed = started.elapsed().as_secs_f64();
     let bytes: usize = records.iter().map(|(k, v)| k.len() + v.len()).sum();
     println!(
-        "{{\"records\": {}, \"batch\": {batch}, \"avg_record_bytes\": {}, \"elapsed_s\": {elapsed:.3}, \"records_per_s\": {:.0}}}",
+        "{{\"records\": {}, \"batch\": {batch}, \"avg_record_bytes\": {}, \
+         \"elapsed_s\": {elapsed:.3}, \"records_per_s\": {:.0}}}",
         records.len(),
         bytes / records.len().max(1),
         records.len() as f64 / elapsed

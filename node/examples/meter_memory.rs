@@ -138,8 +138,10 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let per_meter = (rss_active.saturating_sub(rss_before)) as f64 / active.max(1) as f64;
     println!(
-        "{{\"meters\": {meters}, \"active\": {active}, \"rss_delta_mib\": {:.1}, \"bytes_per_active_meter\": {per_meter:.0}, \
-         \"first_activation_s\": {:.3}, \"steady_push_s\": {:.3}, \"reactivation_push_s\": {:.3}, \"reactivation_us_per_meter\": {:.1}}}",
+        "{{\"meters\": {meters}, \"active\": {active}, \"rss_delta_mib\": {:.1}, \
+         \"bytes_per_active_meter\": {per_meter:.0}, \"first_activation_s\": {:.3}, \
+         \"steady_push_s\": {:.3}, \"reactivation_push_s\": {:.3}, \
+         \"reactivation_us_per_meter\": {:.1}}}",
         (rss_active.saturating_sub(rss_before)) as f64 / 1048576.0,
         first.as_secs_f64(),
         steady.as_secs_f64(),

@@ -49,6 +49,10 @@ pub struct SimArgs {
     /// Pace the load to this many readings per second (default: as fast as acks come).
     #[arg(long)]
     pub rate: Option<f64>,
+    /// Collect this many intervals and send them meter by meter (a head-end delivering a
+    /// load-profile backlog) instead of interval by interval (1, the default).
+    #[arg(long, default_value_t = 1)]
+    pub block_intervals: usize,
 }
 
 impl SimArgs {
@@ -60,6 +64,7 @@ impl SimArgs {
             concurrency: self.concurrency.max(1),
             batch_size: self.batch_size.max(1),
             rate: self.rate,
+            block_intervals: self.block_intervals,
             sim,
         }
     }
@@ -211,7 +216,8 @@ fn print_report(report: &LoadReport, options: &LoadOptions) {
     if options.sim.anomalies {
         println!("Injected on purpose by the simulator");
         println!(
-            "  gaps (never sent) {:>8}   duplicates {:>8}   late (out of order) {:>8}   garbage {:>6}",
+            "  gaps (never sent) {:>8}   duplicates {:>8}   late (out of order) {:>8}   \
+             garbage {:>6}",
             i.gaps, i.duplicates, i.late, i.garbage
         );
     }
@@ -292,7 +298,8 @@ async fn print_grid_summary(target: &str, options: &LoadOptions) -> anyhow::Resu
         .await?
         .into_inner();
     println!(
-        "\nMeter MTR-0000000: {} readings stored, {} duplicates, {} late arrivals accepted, last at {}",
+        "\nMeter MTR-0000000: {} readings stored, {} duplicates, {} late arrivals accepted, \
+         last at {}",
         status.readings_accepted,
         status.duplicates,
         status.out_of_order,
@@ -308,7 +315,8 @@ async fn print_node_summary(node: &RunningNode) {
     let active: usize = stats.iter().map(|s| s.active_meters).sum();
     let feeders = gridmesh_actors::node::active_feeders(&node.ctx).await;
     println!(
-        "Node: {active} meter actors and {feeders} feeder actors resident in {} shards; {:.1} MiB on disk\n",
+        "Node: {active} meter actors and {feeders} feeder actors resident in {} shards; \
+         {:.1} MiB on disk\n",
         stats.len(),
         node.ctx.store.disk_space() as f64 / 1048576.0
     );

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use gridmesh_actors::ingest::reason_label;
 use gridmesh_proto::client::Client;
-use gridmesh_proto::v1::{ImportTopologyRequest, PushAck, ReadingBatch, RejectReason};
+use gridmesh_proto::v1::{ImportTopologyRequest, PushAck, Reading, ReadingBatch, RejectReason};
 use tokio::sync::mpsc;
 
 use crate::sim::{Generator, Injected, SimConfig};
@@ -27,6 +27,8 @@ pub struct LoadOptions {
     pub batch_size: usize,
     /// Target readings per second; `None` = as fast as the node acknowledges.
     pub rate: Option<f64>,
+    /// Intervals collected and regrouped per meter before batching (1 = interval by interval).
+    pub block_intervals: usize,
     /// What to simulate.
     pub sim: SimConfig,
 }
@@ -157,7 +159,12 @@ pub async fn run(options: LoadOptions, progress: Arc<Progress>) -> anyhow::Resul
     Ok(report)
 }
 
-/// Cuts the generator's intervals into batches, pacing them when a rate is set.
+/// Cuts the generator's output into batches, pacing them when a rate is set.
+///
+/// With `block_intervals == 1` each batch holds one interval of many meters (what a head-end
+/// sends as readings arrive). With more, that many intervals are collected first and regrouped
+/// meter by meter, so each batch holds runs of consecutive readings of a few meters (what a
+/// head-end sends when it delivers a collected load-profile backlog).
 async fn produce(
     generator: &mut Generator,
     options: &LoadOptions,
@@ -165,32 +172,67 @@ async fn produce(
     progress: &Progress,
     started: Instant,
 ) -> Injected {
-    let mut batch_id = 0u64;
-    let mut sent = 0u64;
-    while let Some(readings) = generator.next_interval() {
-        progress
-            .sim_ts_ms
-            .store(generator.current_ts_ms().max(0) as u64, Ordering::Relaxed);
-        for chunk in readings.chunks(options.batch_size.max(1)) {
-            if let Some(rate) = options.rate {
-                let due = started + Duration::from_secs_f64(sent as f64 / rate);
-                tokio::time::sleep_until(due.into()).await;
-            }
-            batch_id += 1;
-            sent += chunk.len() as u64;
-            if batches
-                .send(ReadingBatch {
-                    batch_id,
-                    readings: chunk.to_vec(),
-                })
-                .await
-                .is_err()
-            {
+    let mut pacer = Pacer {
+        batch_id: 0,
+        sent: 0,
+        started,
+        rate: options.rate,
+    };
+    let block = options.block_intervals.max(1);
+    let mut pending: Vec<Reading> = Vec::new();
+    let mut intervals = 0usize;
+    loop {
+        let next = generator.next_interval();
+        let done = next.is_none();
+        if let Some(readings) = next {
+            progress
+                .sim_ts_ms
+                .store(generator.current_ts_ms().max(0) as u64, Ordering::Relaxed);
+            pending.extend(readings);
+            intervals += 1;
+        }
+        if intervals < block && !done {
+            continue;
+        }
+        if block > 1 {
+            // Stable: each meter's readings stay in time order.
+            pending.sort_by(|a, b| a.meter_id.cmp(&b.meter_id));
+        }
+        for chunk in pending.chunks(options.batch_size.max(1)) {
+            if !pacer.send(chunk, batches).await {
                 return generator.injected;
             }
         }
+        pending.clear();
+        intervals = 0;
+        if done {
+            return generator.injected;
+        }
     }
-    generator.injected
+}
+
+/// Numbers batches and spaces them to the target rate.
+struct Pacer {
+    batch_id: u64,
+    sent: u64,
+    started: Instant,
+    rate: Option<f64>,
+}
+
+impl Pacer {
+    async fn send(&mut self, chunk: &[Reading], batches: &mpsc::Sender<ReadingBatch>) -> bool {
+        if let Some(rate) = self.rate {
+            let due = self.started + Duration::from_secs_f64(self.sent as f64 / rate);
+            tokio::time::sleep_until(due.into()).await;
+        }
+        self.batch_id += 1;
+        self.sent += chunk.len() as u64;
+        let batch = ReadingBatch {
+            batch_id: self.batch_id,
+            readings: chunk.to_vec(),
+        };
+        batches.send(batch).await.is_ok()
+    }
 }
 
 async fn worker(

@@ -81,7 +81,8 @@ impl RunningNode {
         };
         let http = serve_http(http_state, http_listener);
         ready.store(true, Ordering::Release);
-        tracing::info!(node = %ctx.config.node.name, %grpc_addr, %http_addr, data_dir = %ctx.store.path().display(), "node ready");
+        let (name, data_dir) = (&ctx.config.node.name, ctx.store.path().display());
+        tracing::info!(node = %name, %grpc_addr, %http_addr, data_dir = %data_dir, "node ready");
         Ok(Self {
             grpc_addr,
             http_addr,
@@ -102,7 +103,9 @@ impl RunningNode {
     pub async fn failed(&mut self) -> String {
         let mut failure = self.writer.failure.clone();
         tokio::select! {
-            _ = &mut self.supervisor_task => "the supervision tree exhausted its restart budget".to_owned(),
+            _ = &mut self.supervisor_task => {
+                "the supervision tree exhausted its restart budget".to_owned()
+            }
             changed = failure.wait_for(Option::is_some) => match changed {
                 Ok(message) => format!("storage failed: {}", message.clone().unwrap_or_default()),
                 Err(_) => "storage writer stopped".to_owned(),

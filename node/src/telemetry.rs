@@ -38,13 +38,21 @@ fn quiet_actor_spans(level: &str) -> String {
 pub fn metrics_handle() -> PrometheusHandle {
     METRICS
         .get_or_init(|| {
-            let latency = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0];
-            let group_sizes = [1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0];
+            let latency = [
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ];
+            let group_sizes = [
+                1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0, 2500.0, 5000.0,
+            ];
+            let group_metric = Matcher::Full("gridmesh_storage_group_requests".to_owned());
             let handle = PrometheusBuilder::new()
                 .set_buckets_for_metric(Matcher::Suffix("_seconds".to_owned()), &latency)
-                .and_then(|b| b.set_buckets_for_metric(Matcher::Full("gridmesh_storage_group_requests".to_owned()), &group_sizes))
+                .and_then(|b| b.set_buckets_for_metric(group_metric, &group_sizes))
                 .and_then(|b| b.install_recorder())
-                .expect("the metrics recorder is installed once per process, before any metric is recorded");
+                .expect(
+                    "the recorder is installed once per process, before any metric is recorded",
+                );
             describe_metrics();
             handle
         })

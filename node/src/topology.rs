@@ -195,7 +195,8 @@ pub async fn run_topology(command: TopologyCommand) -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             println!(
-                "imported {feeders} feeders ({} new, {} updated) and {meters} meters ({} new, {} updated)",
+                "imported {feeders} feeders ({} new, {} updated) and {meters} meters \
+                 ({} new, {} updated)",
                 response.feeders_created,
                 response.feeders_updated,
                 response.meters_created,
@@ -559,8 +560,10 @@ mod tests {
 
     #[test]
     fn bad_rows_are_reported_with_their_line() {
-        let err = parse_csv("kind,id,feeder_id,transformer_id,nominal_voltage_v,service_type,has_pv,rating_kva,head_meter_id\nfeeder,F1,,,,,,,\n")
-            .expect_err("feeder without rating");
+        let header = "kind,id,feeder_id,transformer_id,nominal_voltage_v,service_type,has_pv,\
+                      rating_kva,head_meter_id";
+        let err =
+            parse_csv(&format!("{header}\nfeeder,F1,,,,,,,\n")).expect_err("feeder without rating");
         assert!(format!("{err:#}").contains("row 2"), "{err:#}");
         let err = from_file(TopologyFile {
             feeders: vec![],

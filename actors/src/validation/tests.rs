@@ -279,7 +279,8 @@ proptest! {
                 prop_assert_eq!(reason, RejectReason::RegisterBackwards);
             }
         }
-        let registers: Vec<f64> = history.0.values().filter_map(|r| r.energy_import_register_wh).collect();
+        let registers: Vec<f64> =
+            history.0.values().filter_map(|r| r.energy_import_register_wh).collect();
         prop_assert!(registers.windows(2).all(|w| w[0] <= w[1]));
         for (ts, stored) in &history.0 {
             prop_assert!(truth.iter().any(|r| r.ts_ms == *ts && r == stored));
@@ -292,7 +293,12 @@ proptest! {
 
     #[test]
     fn shape_check_never_panics_and_rejects_non_finite(
-        v in prop_oneof![Just(f64::NAN), Just(f64::INFINITY), Just(f64::NEG_INFINITY), any::<f64>()],
+        v in prop_oneof![
+            Just(f64::NAN),
+            Just(f64::INFINITY),
+            Just(f64::NEG_INFINITY),
+            any::<f64>(),
+        ],
         field in 0usize..6, ts in any::<i64>(),
     ) {
         let mut r = reading(ts, 1.0);
