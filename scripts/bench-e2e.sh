@@ -7,10 +7,11 @@
 #
 #   scripts/bench-e2e.sh                       # 5 runs, 5000 meters x 2 days (960k readings)
 #   RUNS=3 METERS=2000 DAYS=1 scripts/bench-e2e.sh
+#   BLOCK=24 scripts/bench-e2e.sh              # backlog-shaped batches (6 h per meter)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5} METERS=${METERS:-5000} FEEDERS=${FEEDERS:-50} DAYS=${DAYS:-2}
-CONCURRENCY=${CONCURRENCY:-16} BATCH=${BATCH:-1000} SYNC=${SYNC:-group}
+CONCURRENCY=${CONCURRENCY:-16} BATCH=${BATCH:-1000} SYNC=${SYNC:-group} BLOCK=${BLOCK:-1}
 GRPC=127.0.0.1:${GRPC_PORT:-7300} HTTP=127.0.0.1:${HTTP_PORT:-7380}
 
 cargo build --release -p gridmesh --quiet
@@ -32,10 +33,10 @@ start_node() {
 stop_node() { kill -TERM "$node_pid"; wait "$node_pid" || true; }
 sim() {
   "$B" simulate --target "$GRPC" --json --no-anomalies --meters "$METERS" --feeders "$FEEDERS" \
-    --days "$DAYS" --concurrency "$CONCURRENCY" --batch-size "$BATCH" "$@"
+    --days "$DAYS" --concurrency "$CONCURRENCY" --batch-size "$BATCH" --block-intervals "$BLOCK" "$@"
 }
 
-echo "# $RUNS runs: $METERS meters, $DAYS days, batch $BATCH, $CONCURRENCY in flight, sync=$SYNC"
+echo "# $RUNS runs: $METERS meters, $DAYS days, batch $BATCH, $CONCURRENCY in flight, sync=$SYNC, block=$BLOCK"
 : >"$work/runs.jsonl"
 for i in $(seq "$RUNS"); do
   start_node

@@ -241,6 +241,15 @@ async fn bad_batches_and_requests_get_clear_statuses() {
         Code::InvalidArgument
     );
 
+    // A message over the node's size limit is refused before it is decoded.
+    let wide = (0..100).map(|k| reading(&"M".repeat(60), k)).collect::<Vec<_>>();
+    let mut limited = node_with_limit(dir.path());
+    limited.start().expect("limited node starts");
+    let small = connect(&limited).await.with_retry(RetryPolicy::none());
+    let (c, message) = code(small.push_batch(ReadingBatch { batch_id: 4, readings: wide }).await.map(|_| ()));
+    assert!(matches!(c, Code::OutOfRange | Code::ResourceExhausted), "{c:?}: {message}");
+    assert!(message.contains("too large"), "{message}");
+
     // Malformed protobuf on the wire: refused, and the node carries on.
     let status = push_raw_bytes(
         &node.grpc_target(),
@@ -261,6 +270,16 @@ async fn bad_batches_and_requests_get_clear_statuses() {
         .await
         .expect("still serving");
     assert_eq!(ack.accepted, 1);
+}
+
+/// A node whose gRPC messages may be at most 8 KiB.
+fn node_with_limit(dir: &std::path::Path) -> gridmesh_chaos::NodeProcess {
+    let mut limited = gridmesh_chaos::NodeProcess::new(&dir.join("limited"))
+        .expect("ports")
+        .binary(env!("CARGO_BIN_EXE_gridmesh"))
+        .env("GRIDMESH_INGEST__MAX_MESSAGE_BYTES", "8192");
+    limited.log_path = dir.join("limited.log");
+    limited
 }
 
 /// Sends arbitrary bytes as the body of an IngestService/PushBatch call.
