@@ -209,6 +209,9 @@ struct BatchEffect {
     pending: BTreeMap<i64, (Reading, usize)>,
     /// 15-minute buckets other than the open one that changed (backfill, corrections).
     dirty_buckets: BTreeSet<i64>,
+    /// Buckets this batch changed and then closed (a later in-order reading opened a newer
+    /// one): their final accumulators, written as feeder contributions.
+    closed: BTreeMap<i64, BucketAccumulator>,
     /// The open bucket must be recomputed from storage (a correction landed in it).
     open_dirty: bool,
     /// Whether the open bucket changed at all.
@@ -233,6 +236,7 @@ impl MeterActorState {
             rows: Vec::with_capacity(work.readings.len() + 3),
             pending: BTreeMap::new(),
             dirty_buckets: BTreeSet::new(),
+            closed: BTreeMap::new(),
             open_dirty: false,
             open_touched: false,
         };
@@ -328,8 +332,17 @@ impl MeterActorState {
             match &mut self.state.open_interval {
                 Some(open) if open.start_ts_ms == bucket => buckets::accumulate(open, &reading),
                 _ => {
-                    // A newer bucket opens; the previous open one was already written to the
-                    // feeder with its final value by the batch that last changed it.
+                    // A newer bucket opens. The previous one is final now: if this batch
+                    // changed it, its contribution must be written; if not, the batch that last
+                    // changed it already wrote it.
+                    if let Some(previous) = self.state.open_interval.take() {
+                        if effect.open_dirty {
+                            effect.dirty_buckets.insert(previous.start_ts_ms);
+                        } else if effect.open_touched {
+                            effect.closed.insert(previous.start_ts_ms, previous);
+                        }
+                    }
+                    effect.open_dirty = false;
                     let mut open = buckets::empty_accumulator(bucket);
                     buckets::accumulate(&mut open, &reading);
                     self.state.open_interval = Some(open);
@@ -370,13 +383,18 @@ impl MeterActorState {
         {
             self.state.open_interval = Some(self.recompute(open.start_ts_ms, &effect.pending)?);
         }
-        let mut changed: Vec<BucketAccumulator> = Vec::new();
+        // Closed in this batch, then recomputed (a late reading may have touched a bucket
+        // after it closed), then the open one: later entries replace earlier ones.
+        let mut changed = std::mem::take(&mut effect.closed);
         for start in std::mem::take(&mut effect.dirty_buckets) {
-            changed.push(self.recompute(start, &effect.pending)?);
+            changed.insert(start, self.recompute(start, &effect.pending)?);
         }
-        if effect.open_touched {
-            changed.extend(self.state.open_interval);
+        if effect.open_touched
+            && let Some(open) = self.state.open_interval
+        {
+            changed.insert(open.start_ts_ms, open);
         }
+        let changed: Vec<BucketAccumulator> = changed.into_values().collect();
         self.contribute(&changed, effect);
 
         if self.register {

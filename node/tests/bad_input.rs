@@ -242,12 +242,25 @@ async fn bad_batches_and_requests_get_clear_statuses() {
     );
 
     // A message over the node's size limit is refused before it is decoded.
-    let wide = (0..100).map(|k| reading(&"M".repeat(60), k)).collect::<Vec<_>>();
+    let wide = (0..100)
+        .map(|k| reading(&"M".repeat(60), k))
+        .collect::<Vec<_>>();
     let mut limited = node_with_limit(dir.path());
     limited.start().expect("limited node starts");
     let small = connect(&limited).await.with_retry(RetryPolicy::none());
-    let (c, message) = code(small.push_batch(ReadingBatch { batch_id: 4, readings: wide }).await.map(|_| ()));
-    assert!(matches!(c, Code::OutOfRange | Code::ResourceExhausted), "{c:?}: {message}");
+    let (c, message) = code(
+        small
+            .push_batch(ReadingBatch {
+                batch_id: 4,
+                readings: wide,
+            })
+            .await
+            .map(|_| ()),
+    );
+    assert!(
+        matches!(c, Code::OutOfRange | Code::ResourceExhausted),
+        "{c:?}: {message}"
+    );
     assert!(message.contains("too large"), "{message}");
 
     // Malformed protobuf on the wire: refused, and the node carries on.
