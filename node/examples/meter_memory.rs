@@ -77,7 +77,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let dir = tempfile::tempdir()?;
     let mut config = Config::default();
     config.actors.max_active_meters = (meters as u32 * 2).max(64);
-    config.actors.meter_idle_timeout = Duration::from_secs(3);
+    config.actors.meter_idle_timeout = Duration::from_secs(8);
     config.actors.passivation_interval = Duration::from_millis(200);
     config.ingest.max_batch_readings = 5000;
     config.ingest.max_inflight_readings = 50_000;
