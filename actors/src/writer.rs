@@ -319,7 +319,7 @@ fn commit_group(
 
 fn commit_rows(
     store: &Store,
-    group: &mut Vec<WriteRequest>,
+    group: &mut [WriteRequest],
     sync: SyncMode,
 ) -> Result<(), StoreError> {
     let started = Instant::now();

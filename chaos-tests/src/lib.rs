@@ -6,8 +6,14 @@
 //! Every wait polls observable state with a deadline; nothing sleeps a fixed time to "let
 //! things settle".
 //!
-//! The chaos harness proper (nemesis schedule, workload, checker, report) builds on this; see
-//! `chaos-tests/README.md` for what exists today.
+//! The chaos harness builds on it: [`schedule`] (the seeded nemesis schedule), [`workload`]
+//! (clients recording every request and its outcome), [`checker`] (history against storage)
+//! and [`report`]; the `gridmesh-chaos` binary runs them. See `chaos-tests/README.md`.
+
+pub mod checker;
+pub mod report;
+pub mod schedule;
+pub mod workload;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};

@@ -52,6 +52,10 @@ pub struct RetryPolicy {
     pub initial_backoff: Duration,
     /// Largest backoff cap.
     pub max_backoff: Duration,
+    /// Longest one attempt may take before it is abandoned with DEADLINE_EXCEEDED (which is
+    /// not retried: the batch may or may not have been stored). `None` waits as long as the
+    /// node takes; a hung node then hangs the caller.
+    pub attempt_timeout: Option<Duration>,
 }
 
 impl Default for RetryPolicy {
@@ -60,6 +64,7 @@ impl Default for RetryPolicy {
             max_attempts: 8,
             initial_backoff: Duration::from_millis(20),
             max_backoff: Duration::from_secs(2),
+            attempt_timeout: Some(Duration::from_secs(60)),
         }
     }
 }
@@ -155,7 +160,16 @@ impl Client {
         let mut ingest = self.ingest();
         let mut attempt = 1;
         loop {
-            match ingest.push_batch(batch.clone()).await {
+            let call = ingest.push_batch(batch.clone());
+            let result = match self.retry.attempt_timeout {
+                Some(limit) => tokio::time::timeout(limit, call).await.unwrap_or_else(|_| {
+                    Err(Status::deadline_exceeded(format!(
+                        "no answer within {limit:?}"
+                    )))
+                }),
+                None => call.await,
+            };
+            match result {
                 Ok(ack) => return Ok((ack.into_inner(), attempt)),
                 Err(status) if is_retryable(&status) && attempt < self.retry.max_attempts => {
                     tracing::debug!(attempt, code = ?status.code(), "push retry");

@@ -1,0 +1,47 @@
+//! The CI-sized chaos schedule: the real `gridmesh-chaos` binary against a real node process,
+//! with SIGKILL, SIGSTOP/SIGCONT and restart windows over 20 seconds, then the checker.
+//!
+//! Needs the `gridmesh` binary beside this test's executable (`cargo test --workspace` builds
+//! it) or in `GRIDMESH_BIN`.
+
+use std::process::Command;
+
+use gridmesh_chaos::gridmesh_binary;
+
+#[test]
+fn seeded_process_faults_lose_no_acknowledged_reading() {
+    let out = tempfile::tempdir().unwrap();
+    let gridmesh = gridmesh_binary().expect("the gridmesh binary (cargo build -p gridmesh)");
+    let run = Command::new(env!("CARGO_BIN_EXE_gridmesh-chaos"))
+        .args(["run", "--duration", "20s", "--seed", "20261203"])
+        .args(["--faults", "kill,pause,restart", "--clients", "3"])
+        .arg("--out")
+        .arg(out.path())
+        .arg("--gridmesh-bin")
+        .arg(&gridmesh)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    // Shown by `cargo test -- --nocapture`, and on failure.
+    println!("{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
+    assert!(run.status.success(), "chaos run failed: {}", run.status);
+
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["passed"], true);
+    assert_eq!(report["seed"], 20_261_203);
+    let readings = &report["readings"];
+    assert!(readings["acked"].as_u64().unwrap() > 1_000, "{readings}");
+    assert_eq!(readings["lost"], 0);
+    assert_eq!(readings["phantoms"], 0);
+    let windows = report["windows"].as_array().unwrap();
+    let kinds: Vec<&str> = windows.iter().map(|w| w["kind"].as_str().unwrap()).collect();
+    for kind in ["kill", "pause", "restart"] {
+        assert!(kinds.contains(&kind), "no {kind} window in {kinds:?}");
+    }
+    // Every window healed and the node served again afterwards.
+    for w in windows {
+        assert!(w["recovery_s"].is_number(), "window never recovered: {w}");
+    }
+    assert!(std::fs::read_to_string(out.path().join("report.md")).unwrap().contains("PASSED"));
+}
