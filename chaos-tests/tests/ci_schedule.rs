@@ -35,7 +35,10 @@ fn seeded_process_faults_lose_no_acknowledged_reading() {
     assert_eq!(readings["lost"], 0);
     assert_eq!(readings["phantoms"], 0);
     let windows = report["windows"].as_array().unwrap();
-    let kinds: Vec<&str> = windows.iter().map(|w| w["kind"].as_str().unwrap()).collect();
+    let kinds: Vec<&str> = windows
+        .iter()
+        .map(|w| w["kind"].as_str().unwrap())
+        .collect();
     for kind in ["kill", "pause", "restart"] {
         assert!(kinds.contains(&kind), "no {kind} window in {kinds:?}");
     }
@@ -43,5 +46,9 @@ fn seeded_process_faults_lose_no_acknowledged_reading() {
     for w in windows {
         assert!(w["recovery_s"].is_number(), "window never recovered: {w}");
     }
-    assert!(std::fs::read_to_string(out.path().join("report.md")).unwrap().contains("PASSED"));
+    assert!(
+        std::fs::read_to_string(out.path().join("report.md"))
+            .unwrap()
+            .contains("PASSED")
+    );
 }
