@@ -21,6 +21,7 @@ pub mod context;
 pub mod feeder;
 pub mod ingest;
 pub mod keys;
+pub mod membership;
 pub mod meter;
 pub mod node;
 pub mod placement;
