@@ -240,10 +240,10 @@ proptest! {
             prop_assert!(a.placement_members().any(|m| m == "a"));
             if matches!(s, Step::Advance(_)) {
                 for (i, heard) in last_heard.iter().enumerate() {
-                    if let (Some(heard), Some(m)) = (heard, a.peer(&format!("p{i}"))) {
-                        if now.duration_since(*heard) > DEADLINES.down_after {
-                            prop_assert_eq!(m.state, MemberState::Down);
-                        }
+                    if let (Some(heard), Some(m)) = (heard, a.peer(&format!("p{i}")))
+                        && now.duration_since(*heard) > DEADLINES.down_after
+                    {
+                        prop_assert_eq!(m.state, MemberState::Down);
                     }
                 }
             }
