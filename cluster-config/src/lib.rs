@@ -28,7 +28,7 @@ pub const CONFIG_VERSION: u32 = 1;
 pub const ENV_PREFIX: &str = "GRIDMESH_";
 
 /// The config file's sections, as environment overrides name them.
-const SECTIONS: [&str; 5] = ["node", "ingest", "storage", "actors", "log"];
+const SECTIONS: [&str; 6] = ["node", "ingest", "storage", "actors", "cluster", "log"];
 
 /// Errors loading or validating a configuration. Each message names the key and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -68,6 +68,8 @@ pub struct Config {
     pub storage: StorageConfig,
     /// Sharding and the meter actor budget.
     pub actors: ActorsConfig,
+    /// Membership, failure detection and forwarding between nodes.
+    pub cluster: ClusterConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -176,6 +178,60 @@ pub struct ActorsConfig {
     pub restart_window: Duration,
 }
 
+/// Membership, failure detection and forwarding between nodes.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClusterConfig {
+    /// Whether this node joins a cluster. When false (the default) it is a cluster of one: it
+    /// owns every shard and opens no cluster port.
+    pub enabled: bool,
+    /// Listen address of the node-to-node (ractor_cluster) protocol. Default `127.0.0.1:7200`.
+    pub listen_addr: SocketAddr,
+    /// Address other nodes reach this one at, when it differs from `listen_addr` (e.g. it
+    /// listens on `0.0.0.0`). Default: `listen_addr`.
+    pub advertise_addr: Option<SocketAddr>,
+    /// gRPC address clients reach this node at, as shown by `gridmesh admin members`.
+    /// Default: `node.grpc_addr`.
+    pub advertise_grpc_addr: Option<SocketAddr>,
+    /// Static seeds: cluster addresses (`host:port`) of other nodes. Every node connects to
+    /// every node it learns of (full mesh); listing all of them is simplest. Default empty.
+    pub seeds: Vec<String>,
+    /// A DNS name resolving to every node (e.g. a Kubernetes headless service) with the cluster
+    /// port, as `name:port`; re-resolved while connecting. Default empty (none).
+    pub seed_dns: String,
+    /// File holding the cluster cookie (the shared secret peers authenticate with). Read at
+    /// start; surrounding whitespace is ignored. Default empty: use `cookie_env`.
+    pub cookie_file: PathBuf,
+    /// Environment variable holding the cookie when `cookie_file` is empty. Default
+    /// `GRIDMESH_COOKIE`. A cluster node refuses to start without a cookie.
+    pub cookie_env: String,
+    /// Interval between heartbeats to each peer. Default `200ms`.
+    #[serde(with = "duration")]
+    pub heartbeat_interval: Duration,
+    /// Silence after which a peer is suspect (it keeps its shards). Default `800ms`.
+    #[serde(with = "duration")]
+    pub suspect_after: Duration,
+    /// Silence after which a peer is down and its shards move; a closed connection counts at
+    /// once. Default `1500ms`.
+    #[serde(with = "duration")]
+    pub down_after: Duration,
+    /// First reconnect delay to a peer; doubles per failure (with jitter). Default `100ms`.
+    #[serde(with = "duration")]
+    pub reconnect_min: Duration,
+    /// Longest reconnect delay. Default `5s`.
+    #[serde(with = "duration")]
+    pub reconnect_max: Duration,
+    /// Timeout of one call forwarded to another node (ingest part, query). Default `10s`.
+    #[serde(with = "duration")]
+    pub forward_timeout: Duration,
+    /// Calls this node may have in flight to one peer; beyond it callers get UNAVAILABLE for
+    /// that part. Default 64.
+    pub max_inflight_per_peer: u32,
+    /// Largest node-to-node frame accepted, bytes. Must exceed the largest forwarded batch.
+    /// Default 64 MiB.
+    pub max_frame_bytes: u64,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -205,6 +261,7 @@ impl Default for Config {
             ingest: IngestConfig::default(),
             storage: StorageConfig::default(),
             actors: ActorsConfig::default(),
+            cluster: ClusterConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -261,6 +318,29 @@ impl Default for ActorsConfig {
     }
 }
 
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen_addr: SocketAddr::from(([127, 0, 0, 1], 7200)),
+            advertise_addr: None,
+            advertise_grpc_addr: None,
+            seeds: Vec::new(),
+            seed_dns: String::new(),
+            cookie_file: PathBuf::new(),
+            cookie_env: "GRIDMESH_COOKIE".to_owned(),
+            heartbeat_interval: Duration::from_millis(200),
+            suspect_after: Duration::from_millis(800),
+            down_after: Duration::from_millis(1500),
+            reconnect_min: Duration::from_millis(100),
+            reconnect_max: Duration::from_secs(5),
+            forward_timeout: Duration::from_secs(10),
+            max_inflight_per_peer: 64,
+            max_frame_bytes: 64 << 20,
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
@@ -312,7 +392,8 @@ impl Config {
         }
         self.ingest.validate()?;
         self.storage.validate()?;
-        self.actors.validate()
+        self.actors.validate()?;
+        self.cluster.validate(self)
     }
 }
 
@@ -413,6 +494,128 @@ impl ActorsConfig {
     /// Active-meter budget of one shard: the node budget split evenly, rounded up.
     pub fn meters_per_shard(&self) -> usize {
         self.max_active_meters.div_ceil(self.shards) as usize
+    }
+}
+
+impl ClusterConfig {
+    fn validate(&self, config: &Config) -> Result<(), ConfigError> {
+        if !self.enabled {
+            return Ok(());
+        }
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        for (key, addr) in [
+            ("node.grpc_addr", config.node.grpc_addr),
+            ("node.http_addr", config.node.http_addr),
+        ] {
+            if addr == self.listen_addr && addr.port() != 0 {
+                return invalid(format!(
+                    "cluster.listen_addr and {key} are both {addr}; give them different ports"
+                ));
+            }
+        }
+        if self.listen_addr.port() == 0 && self.advertise_addr.is_none() {
+            return invalid(
+                "cluster.listen_addr needs a fixed port (peers must know where to connect), \
+                 or set cluster.advertise_addr"
+                    .to_owned(),
+            );
+        }
+        for seed in &self.seeds {
+            if seed
+                .rsplit_once(':')
+                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+            {
+                return invalid(format!(
+                    "cluster.seeds entry {seed:?} is not host:port (e.g. \"10.0.0.2:7200\")"
+                ));
+            }
+        }
+        if !self.seed_dns.is_empty()
+            && self
+                .seed_dns
+                .rsplit_once(':')
+                .is_none_or(|(_, port)| port.parse::<u16>().is_err())
+        {
+            return invalid(format!(
+                "cluster.seed_dns {:?} must be name:port, e.g. \"gridmesh.default.svc:7200\"",
+                self.seed_dns
+            ));
+        }
+        for (key, value) in [
+            ("cluster.heartbeat_interval", self.heartbeat_interval),
+            ("cluster.reconnect_min", self.reconnect_min),
+            ("cluster.forward_timeout", self.forward_timeout),
+        ] {
+            if value.is_zero() {
+                return invalid(format!("{key} must be more than 0s"));
+            }
+        }
+        if self.suspect_after <= self.heartbeat_interval * 2 {
+            return invalid(format!(
+                "cluster.suspect_after ({:?}) must exceed two heartbeat intervals ({:?}), or \
+                 one late heartbeat makes a healthy peer suspect",
+                self.suspect_after, self.heartbeat_interval
+            ));
+        }
+        if self.down_after <= self.suspect_after {
+            return invalid(format!(
+                "cluster.down_after ({:?}) must be longer than cluster.suspect_after ({:?})",
+                self.down_after, self.suspect_after
+            ));
+        }
+        if self.reconnect_max < self.reconnect_min {
+            return invalid("cluster.reconnect_max must be at least cluster.reconnect_min".into());
+        }
+        check_range(
+            "cluster.max_inflight_per_peer",
+            self.max_inflight_per_peer.into(),
+            1,
+            100_000,
+        )?;
+        check_range(
+            "cluster.max_frame_bytes",
+            self.max_frame_bytes,
+            u64::from(config.ingest.max_message_bytes) + 4096,
+            1 << 30,
+        )
+    }
+
+    /// The address peers connect to.
+    pub fn advertised_addr(&self) -> SocketAddr {
+        self.advertise_addr.unwrap_or(self.listen_addr)
+    }
+
+    /// Reads the cookie from `cookie_file`, else from the variable `cookie_env` (looked up
+    /// with `env`). The error names where it looked, never the value.
+    pub fn read_cookie(&self, env: impl Fn(&str) -> Option<String>) -> Result<String, ConfigError> {
+        let cookie = if self.cookie_file.as_os_str().is_empty() {
+            env(&self.cookie_env).ok_or_else(|| {
+                ConfigError::Invalid(format!(
+                    "cluster.enabled needs a cookie: set cluster.cookie_file or the environment \
+                     variable {}",
+                    self.cookie_env
+                ))
+            })?
+        } else {
+            std::fs::read_to_string(&self.cookie_file).map_err(|source| ConfigError::Read {
+                path: self.cookie_file.clone(),
+                source,
+            })?
+        };
+        let cookie = cookie.trim().to_owned();
+        if cookie.len() < 16 {
+            return Err(ConfigError::Invalid(format!(
+                "the cluster cookie (from {}) is {} characters; use at least 16 random ones, \
+                 e.g. `openssl rand -hex 16`",
+                if self.cookie_file.as_os_str().is_empty() {
+                    self.cookie_env.clone()
+                } else {
+                    self.cookie_file.display().to_string()
+                },
+                cookie.len()
+            )));
+        }
+        Ok(cookie)
     }
 }
 

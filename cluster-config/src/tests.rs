@@ -118,3 +118,87 @@ fn meters_per_shard_rounds_up() {
     };
     assert_eq!(actors.meters_per_shard(), 2);
 }
+
+fn cluster_config() -> Config {
+    let mut config = Config::default();
+    config.cluster.enabled = true;
+    config.cluster.seeds = vec!["127.0.0.1:7201".to_owned()];
+    config
+}
+
+#[test]
+fn cluster_settings_are_checked_together() {
+    cluster_config()
+        .validate()
+        .expect("defaults with a seed validate");
+
+    let mut config = cluster_config();
+    config.cluster.seeds.push("no-port".to_owned());
+    let err = config.validate().expect_err("seed without port");
+    assert!(err.to_string().contains("no-port"), "{err}");
+
+    let mut config = cluster_config();
+    config.cluster.down_after = config.cluster.suspect_after;
+    let err = config.validate().expect_err("down before suspect");
+    assert!(err.to_string().contains("cluster.down_after"), "{err}");
+
+    let mut config = cluster_config();
+    config.cluster.listen_addr = config.node.grpc_addr;
+    let err = config.validate().expect_err("same port twice");
+    assert!(err.to_string().contains("node.grpc_addr"), "{err}");
+
+    let mut config = cluster_config();
+    config.cluster.max_frame_bytes = 1024;
+    let err = config.validate().expect_err("frames smaller than a batch");
+    assert!(err.to_string().contains("max_frame_bytes"), "{err}");
+
+    // Not checked while clustering is off.
+    let mut config = Config::default();
+    config.cluster.seeds = vec!["no-port".to_owned()];
+    config.validate().expect("cluster disabled");
+}
+
+#[test]
+fn the_cookie_comes_from_a_file_or_the_environment_and_never_appears_in_errors() {
+    let config = cluster_config();
+    let secret = "0123456789abcdef0123";
+    let env = |name: &str| (name == "GRIDMESH_COOKIE").then(|| format!("{secret}\n"));
+    assert_eq!(config.cluster.read_cookie(env).expect("from env"), secret);
+
+    let err = config.cluster.read_cookie(|_| None).expect_err("no cookie");
+    assert!(err.to_string().contains("GRIDMESH_COOKIE"), "{err}");
+    let err = config
+        .cluster
+        .read_cookie(|_| Some("short".to_owned()))
+        .expect_err("short cookie");
+    assert!(
+        !err.to_string().contains("short"),
+        "the value must not leak: {err}"
+    );
+
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = cluster_config();
+    config.cluster.cookie_file = dir.path().join("cookie");
+    std::fs::write(&config.cluster.cookie_file, secret).expect("write cookie");
+    assert_eq!(
+        config.cluster.read_cookie(|_| None).expect("from file"),
+        secret
+    );
+}
+
+#[test]
+fn seeds_can_be_given_in_the_environment() {
+    let config = Config::load(
+        None,
+        env(&[
+            ("GRIDMESH_CLUSTER__ENABLED", "true"),
+            (
+                "GRIDMESH_CLUSTER__SEEDS",
+                "[\"127.0.0.1:7201\", \"127.0.0.1:7202\"]",
+            ),
+        ]),
+    )
+    .expect("load");
+    assert!(config.cluster.enabled);
+    assert_eq!(config.cluster.seeds.len(), 2);
+}
