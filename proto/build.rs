@@ -6,6 +6,7 @@ use std::path::PathBuf;
 const PROTOS: &[&str] = &[
     "gridmesh/v1/gridmesh.proto",
     "gridmesh/internal/v1/storage.proto",
+    "gridmesh/internal/v1/cluster.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

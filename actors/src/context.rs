@@ -1,12 +1,16 @@
 //! What every actor of a node shares: the store, the writer, the settings and the current
 //! references of the long-lived actors (which change when a supervisor restarts one).
 
-use std::sync::{Arc, RwLock};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
 
 use gridmesh_config::Config;
 use ractor::ActorRef;
 
+use crate::cluster::gateway::LocalHandler;
+use crate::cluster::{Cluster, ForwardSettings, Secret};
 use crate::feeder::FeederSupervisorMsg;
+use crate::membership::{Addresses, Member, MemberState};
 use crate::shard::ShardMsg;
 use crate::storage::Store;
 use crate::writer::Writer;
@@ -24,19 +28,81 @@ pub struct NodeContext {
     pub shards: RwLock<Vec<Option<ActorRef<ShardMsg>>>>,
     /// Current feeder supervisor; `None` while it restarts.
     pub feeders: RwLock<Option<ActorRef<FeederSupervisorMsg>>>,
+    /// The cluster as this node sees it (a view of one when clustering is off).
+    pub cluster: Arc<Cluster>,
+    /// Counters since start, for the admin API.
+    pub counters: Counters,
+    cookie: OnceLock<Secret>,
+    handler: OnceLock<Arc<dyn LocalHandler>>,
+}
+
+impl std::fmt::Debug for dyn LocalHandler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LocalHandler")
+    }
 }
 
 impl NodeContext {
     /// A new context with no actors yet.
     pub fn new(store: Arc<Store>, writer: Writer, config: Config) -> Arc<Self> {
         let shards = vec![None; config.actors.shards as usize];
+        let cluster_settings = &config.cluster;
+        let me = Member {
+            name: config.node.name.clone(),
+            incarnation: 0,
+            state: MemberState::Alive,
+            addresses: Addresses {
+                grpc: cluster_settings
+                    .advertise_grpc_addr
+                    .unwrap_or(config.node.grpc_addr)
+                    .to_string(),
+                cluster: if cluster_settings.enabled {
+                    cluster_settings.advertised_addr().to_string()
+                } else {
+                    String::new()
+                },
+            },
+            draining: false,
+            last_heard: std::time::Instant::now(),
+        };
+        let cluster = Cluster::new(
+            &config.node.name,
+            cluster_settings.enabled,
+            config.actors.shards,
+            ForwardSettings {
+                timeout: cluster_settings.forward_timeout,
+                max_inflight_per_peer: cluster_settings.max_inflight_per_peer,
+            },
+            me,
+        );
         Arc::new(Self {
             store,
             writer,
             config,
             shards: RwLock::new(shards),
             feeders: RwLock::new(None),
+            cluster,
+            counters: Counters::default(),
+            cookie: OnceLock::new(),
+            handler: OnceLock::new(),
         })
+    }
+
+    /// Sets what clustering needs before the node supervisor starts: the cookie and the
+    /// handler of forwarded calls. Set once; later calls are ignored.
+    pub fn set_cluster_runtime(&self, cookie: Secret, handler: Arc<dyn LocalHandler>) {
+        let _ = self.cookie.set(cookie);
+        let _ = self.handler.set(handler);
+    }
+
+    /// The cluster cookie, when set.
+    pub fn cluster_cookie(&self) -> Option<&str> {
+        self.cookie.get().map(Secret::expose)
+    }
+
+    /// The handler of forwarded calls, when set.
+    pub fn cluster_handler(&self) -> Option<Arc<dyn LocalHandler>> {
+        self.handler.get().cloned()
     }
 
     /// The current supervisor of `shard`.
@@ -79,6 +145,30 @@ impl NodeContext {
             .feeders
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = actor;
+    }
+}
+
+/// Counters of one node since it started (the Prometheus metrics count the same events; these
+/// are what the admin API reports per node).
+#[derive(Debug, Default)]
+pub struct Counters {
+    /// Readings stored (accepted, not duplicates).
+    pub readings_accepted: AtomicU64,
+    /// Readings rejected.
+    pub readings_rejected: AtomicU64,
+    /// Meter passivations.
+    pub passivations: AtomicU64,
+}
+
+impl Counters {
+    /// Adds `n` to a counter.
+    pub fn add(counter: &AtomicU64, n: u64) {
+        counter.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Reads a counter.
+    pub fn get(counter: &AtomicU64) -> u64 {
+        counter.load(Ordering::Relaxed)
     }
 }
 

@@ -21,7 +21,7 @@ use std::time::Instant;
 use gridmesh_proto::v1::{PushAck, ReadingBatch, RejectReason, Rejection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
-use crate::context::{NodeContext, now_ms};
+use crate::context::{Counters, NodeContext, now_ms};
 use crate::feeder::FeederSupervisorMsg;
 use crate::meter::{FeederUpdate, GroupOutcome, MeterWork};
 use crate::placement::shard_of;
@@ -148,6 +148,12 @@ impl IngestPipeline {
 
         ack.rejected.sort_by_key(|r| r.index);
         record_metrics(&ack, len, started);
+        let counters = &self.ctx.counters;
+        Counters::add(
+            &counters.readings_accepted,
+            u64::from(ack.accepted - ack.duplicates),
+        );
+        Counters::add(&counters.readings_rejected, ack.rejected.len() as u64);
         Ok(ack)
     }
 
@@ -359,5 +365,6 @@ pub fn reason_label(reason: RejectReason) -> &'static str {
         RejectReason::Retry => "retry",
         RejectReason::StaleVersion => "stale_version",
         RejectReason::InvalidEvent => "invalid_event",
+        RejectReason::OwnerUnavailable => "owner_unavailable",
     }
 }

@@ -16,7 +16,9 @@
 //! Deciding logic is pure and lives apart from the actors: [`validation`], [`buckets`],
 //! [`placement`], [`restart`].
 
+pub mod api;
 pub mod buckets;
+pub mod cluster;
 pub mod context;
 pub mod feeder;
 pub mod ingest;
@@ -29,6 +31,7 @@ pub mod query;
 pub mod registry;
 pub mod restart;
 pub mod shard;
+pub mod status;
 pub mod storage;
 pub mod validation;
 pub mod writer;

@@ -3,7 +3,9 @@
 //! ```text
 //! NodeSupervisor (one_for_one; escalation = the process exits non-zero)
 //! ├── ShardSupervisor × shards ── MeterActor × active meters
-//! └── FeederSupervisor ────────── FeederActor × active feeders
+//! ├── FeederSupervisor ────────── FeederActor × active feeders
+//! ├── GatewayActor                 cluster-visible entry point (cluster mode only)
+//! └── MembershipActor ─────────── NodeServer (ractor_cluster)   (cluster mode only)
 //! ```
 //!
 //! (The storage writer is a dedicated thread rather than an actor: fjall calls block. Its
@@ -22,6 +24,8 @@ use std::time::Instant;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 
+use crate::cluster::gateway::{GatewayActor, GatewayArgs};
+use crate::cluster::runtime::MembershipActor;
 use crate::context::NodeContext;
 use crate::feeder::{FeederSupervisor, FeederSupervisorMsg};
 use crate::restart::{RestartBudget, RestartDecision};
@@ -34,6 +38,10 @@ pub enum NodeMsg {
     StartShard(u32),
     /// Start (again) the feeder supervisor.
     StartFeeders,
+    /// Start (again) the cluster gateway.
+    StartGateway,
+    /// Start (again) the membership actor (and with it the cluster listener).
+    StartMembership,
     /// Restarts per child so far (for tests and admin).
     Restarts(RpcReplyPort<u64>),
 }
@@ -43,6 +51,8 @@ pub enum NodeMsg {
 enum Child {
     Shard(u32),
     Feeders,
+    Gateway,
+    Membership,
 }
 
 /// The root supervisor.
@@ -77,6 +87,10 @@ impl Actor for NodeSupervisor {
         for shard in 0..state.ctx.config.actors.shards {
             state.start_shard(&myself, shard).await?;
         }
+        if state.ctx.config.cluster.enabled {
+            state.start_gateway(&myself).await?;
+            state.start_membership(&myself).await?;
+        }
         Ok(state)
     }
 
@@ -89,6 +103,8 @@ impl Actor for NodeSupervisor {
         match msg {
             NodeMsg::StartShard(shard) => s.start_shard(&myself, shard).await,
             NodeMsg::StartFeeders => s.start_feeders(&myself).await,
+            NodeMsg::StartGateway => s.start_gateway(&myself).await,
+            NodeMsg::StartMembership => s.start_membership(&myself).await,
             NodeMsg::Restarts(reply) => {
                 let _ = reply.send(s.restarts);
                 Ok(())
@@ -145,6 +161,34 @@ impl NodeState {
         Ok(())
     }
 
+    async fn start_gateway(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let handler = self
+            .ctx
+            .cluster_handler()
+            .ok_or("cluster enabled but no handler for forwarded calls was set")?;
+        let args = GatewayArgs {
+            cluster: self.ctx.cluster.clone(),
+            handler,
+            max_inflight: (self.ctx.config.cluster.max_inflight_per_peer as usize) * 4,
+        };
+        let (actor, _) = Actor::spawn_linked(None, GatewayActor, args, myself.get_cell()).await?;
+        self.children.insert(actor.get_id(), Child::Gateway);
+        Ok(())
+    }
+
+    async fn start_membership(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let (actor, _) =
+            Actor::spawn_linked(None, MembershipActor, self.ctx.clone(), myself.get_cell()).await?;
+        self.children.insert(actor.get_id(), Child::Membership);
+        Ok(())
+    }
+
     fn child_down(
         &mut self,
         myself: &ActorRef<NodeMsg>,
@@ -161,6 +205,8 @@ impl NodeState {
                 self.ctx.set_feeder_supervisor(None);
                 "feeder_supervisor"
             }
+            Child::Gateway => "gateway",
+            Child::Membership => "membership",
         };
         metrics::counter!("gridmesh_actor_failures_total", "kind" => kind).increment(1);
         let actors = &self.ctx.config.actors;
@@ -174,6 +220,8 @@ impl NodeState {
                 let msg = match child {
                     Child::Shard(shard) => NodeMsg::StartShard(shard),
                     Child::Feeders => NodeMsg::StartFeeders,
+                    Child::Gateway => NodeMsg::StartGateway,
+                    Child::Membership => NodeMsg::StartMembership,
                 };
                 if after.is_zero() {
                     myself.cast(msg)?;

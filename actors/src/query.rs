@@ -11,7 +11,9 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use gridmesh_proto::v1::{FeederInterval, GetFeederLoadResponse, GetReadingsResponse, Resolution};
+use gridmesh_proto::v1::{
+    FeederInfo, FeederInterval, GetFeederLoadResponse, GetReadingsResponse, Resolution,
+};
 
 use crate::buckets::{self, Bucket, MIN15_MS};
 use crate::storage::{Store, StoreError};
@@ -105,7 +107,7 @@ pub fn readings(
     }
 }
 
-/// Load of one feeder per interval in `[from, to)`.
+/// Load of one feeder per interval in `[from, to)`, from this node's store alone.
 pub fn feeder_load(
     store: &Store,
     feeder_id: &str,
@@ -113,22 +115,59 @@ pub fn feeder_load(
     to_ts_ms: i64,
     resolution: Resolution,
 ) -> Result<GetFeederLoadResponse, QueryError> {
+    let bucket = feeder_bucket(resolution)?;
+    let partial = feeder_load_partial(store, feeder_id, from_ts_ms, to_ts_ms, resolution)?;
+    let feeder = partial.feeder.clone();
+    Ok(GetFeederLoadResponse {
+        feeder,
+        intervals: merge_feeder_partials(vec![partial], bucket),
+    })
+}
+
+/// The bucket of a feeder-load resolution.
+pub fn feeder_bucket(resolution: Resolution) -> Result<Bucket, QueryError> {
+    match resolution {
+        Resolution::QuarterHour | Resolution::Hour | Resolution::Day => {
+            Ok(Bucket::from_resolution(resolution)
+                .expect("aggregated resolutions have a bucket size"))
+        }
+        _ => Err(QueryError::Invalid(
+            "feeder load resolution must be QUARTER_HOUR, HOUR or DAY".to_owned(),
+        )),
+    }
+}
+
+/// One node's share of a feeder's load: the contributions of the meters it stores.
+///
+/// `buckets` are at the requested resolution, with `meters_reporting` counted over this
+/// node's meters; `quarters` are the 15-minute sums needed for peaks. Shares of different
+/// nodes add up exactly as long as each meter's readings are stored on one node (true with
+/// one copy per reading; replicas are merged per meter before summing).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct FeederPartial {
+    /// The feeder's registry entry.
+    pub feeder: Option<FeederInfo>,
+    /// Sums per requested bucket (peak and mean load not yet computed).
+    pub buckets: Vec<FeederInterval>,
+    /// Sums per 15-minute interval.
+    pub quarters: Vec<FeederInterval>,
+}
+
+/// This node's share of a feeder's load in `[from, to)`.
+pub fn feeder_load_partial(
+    store: &Store,
+    feeder_id: &str,
+    from_ts_ms: i64,
+    to_ts_ms: i64,
+    resolution: Resolution,
+) -> Result<FeederPartial, QueryError> {
     check_range(from_ts_ms, to_ts_ms)?;
+    let bucket = feeder_bucket(resolution)?;
     let Some(feeder) = store.feeder_info(feeder_id)? else {
         return Err(QueryError::NotFound {
             kind: "feeder",
             id: feeder_id.to_owned(),
         });
-    };
-    let bucket = match resolution {
-        Resolution::QuarterHour | Resolution::Hour | Resolution::Day => {
-            Bucket::from_resolution(resolution).expect("aggregated resolutions have a bucket size")
-        }
-        _ => {
-            return Err(QueryError::Invalid(
-                "feeder load resolution must be QUARTER_HOUR, HOUR or DAY".to_owned(),
-            ));
-        }
     };
     if (to_ts_ms - from_ts_ms) / MIN15_MS > 366 * 96 * 5 {
         return Err(QueryError::Invalid(
@@ -139,62 +178,87 @@ pub fn feeder_load(
     let from = from_ts_ms.div_euclid(MIN15_MS) * MIN15_MS;
     let rows = store.feeder_contributions(feeder_id, from, to_ts_ms)?;
 
-    // First per 15-minute interval (for peaks), then rolled up into the requested buckets.
-    let mut quarter: BTreeMap<i64, FeederInterval> = BTreeMap::new();
+    let mut quarters: BTreeMap<i64, FeederInterval> = BTreeMap::new();
+    let mut buckets: BTreeMap<i64, FeederInterval> = BTreeMap::new();
     let mut meters_in_bucket: BTreeMap<i64, HashSet<String>> = BTreeMap::new();
     for (start, meter, c) in rows {
-        let q = quarter.entry(start).or_insert_with(|| FeederInterval {
+        let q = quarters.entry(start).or_insert_with(|| FeederInterval {
             start_ts_ms: start,
             end_ts_ms: start + MIN15_MS,
             ..FeederInterval::default()
         });
+        let bucket_start = start.div_euclid(bucket.len_ms()) * bucket.len_ms();
+        let b = buckets
+            .entry(bucket_start)
+            .or_insert_with(|| FeederInterval {
+                start_ts_ms: bucket_start,
+                end_ts_ms: bucket_start + bucket.len_ms(),
+                ..FeederInterval::default()
+            });
         if c.head_meter {
             q.head_energy_import_wh += c.energy_import_wh;
+            b.head_energy_import_wh += c.energy_import_wh;
             continue;
         }
         q.customer_energy_import_wh += c.energy_import_wh;
         q.customer_energy_export_wh += c.energy_export_wh;
-        let bucket_start = start.div_euclid(bucket.len_ms()) * bucket.len_ms();
+        b.customer_energy_import_wh += c.energy_import_wh;
+        b.customer_energy_export_wh += c.energy_export_wh;
         meters_in_bucket
             .entry(bucket_start)
             .or_default()
             .insert(meter);
     }
-    let mut out: BTreeMap<i64, FeederInterval> = BTreeMap::new();
-    for (start, q) in quarter {
-        let q_load_w = mean_load_w(
-            q.customer_energy_import_wh - q.customer_energy_export_wh,
-            MIN15_MS,
-        );
-        let bucket_start = start.div_euclid(bucket.len_ms()) * bucket.len_ms();
-        let b = out.entry(bucket_start).or_insert_with(|| FeederInterval {
-            start_ts_ms: bucket_start,
-            end_ts_ms: bucket_start + bucket.len_ms(),
-            customer_peak_load_w: f64::NEG_INFINITY,
-            ..FeederInterval::default()
-        });
-        b.customer_energy_import_wh += q.customer_energy_import_wh;
-        b.customer_energy_export_wh += q.customer_energy_export_wh;
-        b.head_energy_import_wh += q.head_energy_import_wh;
-        b.customer_peak_load_w = b.customer_peak_load_w.max(q_load_w);
+    for (start, b) in &mut buckets {
+        b.meters_reporting = meters_in_bucket.get(start).map_or(0, |m| m.len() as u32);
     }
-    let intervals = out
-        .into_values()
+    Ok(FeederPartial {
+        feeder: Some(feeder),
+        buckets: buckets.into_values().collect(),
+        quarters: quarters.into_values().collect(),
+    })
+}
+
+/// Adds up shares of a feeder's load and computes peaks and mean loads.
+pub fn merge_feeder_partials(partials: Vec<FeederPartial>, bucket: Bucket) -> Vec<FeederInterval> {
+    let mut quarters: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
+    let mut out: BTreeMap<i64, FeederInterval> = BTreeMap::new();
+    for partial in partials {
+        for q in partial.quarters {
+            let sum = quarters.entry(q.start_ts_ms).or_default();
+            sum.0 += q.customer_energy_import_wh;
+            sum.1 += q.customer_energy_export_wh;
+        }
+        for b in partial.buckets {
+            let m = out.entry(b.start_ts_ms).or_insert_with(|| FeederInterval {
+                start_ts_ms: b.start_ts_ms,
+                end_ts_ms: b.start_ts_ms + bucket.len_ms(),
+                customer_peak_load_w: f64::NEG_INFINITY,
+                ..FeederInterval::default()
+            });
+            m.customer_energy_import_wh += b.customer_energy_import_wh;
+            m.customer_energy_export_wh += b.customer_energy_export_wh;
+            m.head_energy_import_wh += b.head_energy_import_wh;
+            m.meters_reporting += b.meters_reporting;
+        }
+    }
+    for (start, (import, export)) in quarters {
+        let bucket_start = start.div_euclid(bucket.len_ms()) * bucket.len_ms();
+        if let Some(b) = out.get_mut(&bucket_start) {
+            b.customer_peak_load_w = b
+                .customer_peak_load_w
+                .max(mean_load_w(import - export, MIN15_MS));
+        }
+    }
+    out.into_values()
         .map(|mut b| {
-            b.meters_reporting = meters_in_bucket
-                .get(&b.start_ts_ms)
-                .map_or(0, |m| m.len() as u32);
             b.customer_mean_load_w = mean_load_w(
                 b.customer_energy_import_wh - b.customer_energy_export_wh,
                 bucket.len_ms(),
             );
             b
         })
-        .collect();
-    Ok(GetFeederLoadResponse {
-        feeder: Some(feeder),
-        intervals,
-    })
+        .collect()
 }
 
 /// Mean power over a duration from energy in it: Wh → W.

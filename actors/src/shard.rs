@@ -45,6 +45,9 @@ pub enum ShardMsg {
     Refresh(String),
     /// Look for idle meters.
     Tick,
+    /// This node no longer owns the shard: passivate every meter (their state is persisted;
+    /// the new owner activates them from its store).
+    PassivateAll,
     /// Counters of this shard.
     Stats(RpcReplyPort<ShardStats>),
     /// The actor of an active meter, if any (for tests and admin tools).
@@ -148,6 +151,13 @@ impl Actor for ShardSupervisor {
             }
             ShardMsg::Tick => {
                 s.passivate_idle();
+                Ok(())
+            }
+            ShardMsg::PassivateAll => {
+                let meters: Vec<String> = s.active.keys().cloned().collect();
+                for meter_id in meters {
+                    s.passivate(&meter_id, "moved");
+                }
                 Ok(())
             }
             ShardMsg::Stats(reply) => {
@@ -304,6 +314,7 @@ impl ShardState {
         );
         let _ = meter.actor.cast(MeterMsg::Passivate);
         metrics::counter!("gridmesh_meter_passivations_total", "reason" => reason).increment(1);
+        crate::context::Counters::add(&self.ctx.counters.passivations, 1);
     }
 
     fn passivate_idle(&mut self) {

@@ -124,6 +124,28 @@ impl Store {
         Ok(store)
     }
 
+    /// The incarnation for a (re)start of this node's cluster membership: above every earlier
+    /// one and at least `now_ms`, persisted before it is used.
+    pub fn next_incarnation(&self, now_ms: u64) -> StoreResult<u64> {
+        let previous = match self.meta.get("incarnation")? {
+            Some(bytes) => std::str::from_utf8(&bytes)
+                .ok()
+                .and_then(|s| s.parse::<u64>().ok())
+                .unwrap_or(0),
+            None => 0,
+        };
+        let next = now_ms.max(previous + 1);
+        self.record_incarnation(next)?;
+        Ok(next)
+    }
+
+    /// Persists `incarnation` as the highest used so far.
+    pub fn record_incarnation(&self, incarnation: u64) -> StoreResult<()> {
+        self.meta.insert("incarnation", incarnation.to_string())?;
+        self.db.persist(fjall::PersistMode::SyncAll)?;
+        Ok(())
+    }
+
     /// Records the format and shard count on first open; refuses a mismatch later.
     fn check_format(&self, shards: u32) -> StoreResult<()> {
         let corrupt = |message: String| StoreError::Corrupt {

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use gridmesh_config::{Config, SyncMode};
 
-use crate::{demo, server, topology};
+use crate::{admin, demo, server, topology};
 
 /// GridMesh: smart-grid analytics on a cluster of identical actor nodes.
 #[derive(Debug, Parser)]
@@ -33,6 +33,9 @@ enum Command {
     /// Ask a node for readings, meter status or feeder load.
     #[command(subcommand)]
     Query(topology::QueryCommand),
+    /// Inspect a cluster: members, shard map, per-node statistics.
+    #[command(subcommand)]
+    Admin(admin::AdminCommand),
     /// Check a configuration, or print the annotated defaults.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -62,6 +65,13 @@ pub struct ServeArgs {
     /// When acks wait for the disk (storage.sync).
     #[arg(long, value_enum)]
     pub sync: Option<SyncArg>,
+    /// Join a cluster, listening for peers here (sets cluster.enabled and
+    /// cluster.listen_addr). The cookie comes from cluster.cookie_file or $GRIDMESH_COOKIE.
+    #[arg(long)]
+    pub cluster_addr: Option<std::net::SocketAddr>,
+    /// Cluster address of another node (repeatable; adds to cluster.seeds).
+    #[arg(long = "seed")]
+    pub seeds: Vec<String>,
 }
 
 /// `storage.sync` on the command line.
@@ -106,6 +116,11 @@ impl ServeArgs {
         if self.auto_register {
             config.ingest.auto_register = true;
         }
+        if let Some(addr) = self.cluster_addr {
+            config.cluster.enabled = true;
+            config.cluster.listen_addr = addr;
+        }
+        config.cluster.seeds.extend(self.seeds.iter().cloned());
         if let Some(sync) = self.sync {
             config.storage.sync = match sync {
                 SyncArg::Group => SyncMode::Group,
@@ -142,6 +157,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Simulate(args) => demo::simulate(args).await,
         Command::Topology(command) => topology::run_topology(command).await,
         Command::Query(command) => topology::run_query(command).await,
+        Command::Admin(command) => admin::run(command).await,
         Command::Config(ConfigCommand::Check { config }) => return check_config(config),
         Command::Config(ConfigCommand::Defaults) => {
             print!(

@@ -2,6 +2,7 @@
 //! subcommands (serve, demo, simulate, topology, query). This crate wires the others together
 //! and owns no domain logic of its own.
 
+pub mod admin;
 pub mod cli;
 pub mod demo;
 pub mod http;
@@ -9,6 +10,7 @@ pub mod load;
 pub mod server;
 pub mod services;
 pub mod sim;
-pub mod status;
 pub mod telemetry;
 pub mod topology;
+
+pub use gridmesh_actors::status;

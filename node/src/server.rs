@@ -13,12 +13,15 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context as _;
+use gridmesh_actors::api::Api;
+use gridmesh_actors::cluster::Secret;
 use gridmesh_actors::context::NodeContext;
 use gridmesh_actors::ingest::IngestPipeline;
 use gridmesh_actors::node::{NodeMsg, NodeSupervisor};
 use gridmesh_actors::storage::Store;
 use gridmesh_actors::writer::{Writer, WriterTask};
 use gridmesh_config::Config;
+use gridmesh_proto::v1::admin_service_server::AdminServiceServer;
 use gridmesh_proto::v1::ingest_service_server::IngestServiceServer;
 use gridmesh_proto::v1::query_service_server::QueryServiceServer;
 use gridmesh_proto::v1::registry_service_server::RegistryServiceServer;
@@ -29,6 +32,7 @@ use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::http::{self, HttpState};
+use crate::services::admin::AdminApi;
 use crate::services::ingest::IngestApi;
 use crate::services::query::QueryApi;
 use crate::services::registry::RegistryApi;
@@ -60,11 +64,23 @@ impl RunningNode {
     /// Opens the data directory and starts everything. `config` must be validated.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
         let metrics = telemetry::metrics_handle();
+        let cookie = if config.cluster.enabled {
+            let cookie = config
+                .cluster
+                .read_cookie(|name| std::env::var(name).ok())?;
+            Some(Secret::new(cookie))
+        } else {
+            None
+        };
         let (ctx, writer) = open_context(config).await?;
+        let pipeline = IngestPipeline::new(ctx.clone());
+        let api = Api::new(ctx.clone(), pipeline.clone());
+        if let Some(cookie) = cookie {
+            ctx.set_cluster_runtime(cookie, Arc::new(api.clone()));
+        }
         let (supervisor, supervisor_task) = Actor::spawn(None, NodeSupervisor, ctx.clone())
             .await
             .context("starting the supervision tree")?;
-        let pipeline = IngestPipeline::new(ctx.clone());
         let ready = Arc::new(AtomicBool::new(false));
 
         let node = &ctx.config.node;
@@ -72,7 +88,7 @@ impl RunningNode {
         let http_listener = bind(node.http_addr, "node.http_addr / --http-addr").await?;
         let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
 
-        let (health, grpc) = serve_grpc(&ctx, &pipeline, grpc_listener).await?;
+        let (health, grpc) = serve_grpc(&ctx, &api, grpc_listener).await?;
         let http_state = HttpState {
             metrics,
             ctx: ctx.clone(),
@@ -165,7 +181,7 @@ async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
 
 async fn serve_grpc(
     ctx: &Arc<NodeContext>,
-    pipeline: &IngestPipeline,
+    api: &Api,
     listener: TcpListener,
 ) -> anyhow::Result<(
     tonic_health::server::HealthReporter,
@@ -182,6 +198,7 @@ async fn serve_grpc(
         .set_serving::<RegistryServiceServer<RegistryApi>>()
         .await;
     health.set_serving::<QueryServiceServer<QueryApi>>().await;
+    health.set_serving::<AdminServiceServer<AdminApi>>().await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(gridmesh_proto::FILE_DESCRIPTOR_SET)
@@ -193,14 +210,15 @@ async fn serve_grpc(
         .build_v1alpha()?;
 
     let ingest = IngestServiceServer::new(IngestApi::new(
-        pipeline.clone(),
+        api.clone(),
         ingest_cfg.max_inflight_batches_per_stream,
     ))
     .max_decoding_message_size(max_message);
-    let registry = RegistryServiceServer::new(RegistryApi::new(ctx.clone()))
+    let registry = RegistryServiceServer::new(RegistryApi::new(api.clone()))
         .max_decoding_message_size(max_message);
     let query =
-        QueryServiceServer::new(QueryApi::new(ctx.clone())).max_encoding_message_size(max_message);
+        QueryServiceServer::new(QueryApi::new(api.clone())).max_encoding_message_size(max_message);
+    let admin = AdminServiceServer::new(AdminApi::new(api.clone()));
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
@@ -211,6 +229,7 @@ async fn serve_grpc(
         .add_service(ingest)
         .add_service(registry)
         .add_service(query)
+        .add_service(admin)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_rx.await;
         });

@@ -11,6 +11,7 @@ use rand::Rng;
 use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
+use crate::v1::admin_service_client::AdminServiceClient;
 use crate::v1::ingest_service_client::IngestServiceClient;
 use crate::v1::query_service_client::QueryServiceClient;
 use crate::v1::registry_service_client::RegistryServiceClient;
@@ -152,6 +153,11 @@ impl Client {
     /// The query stub.
     pub fn query(&self) -> QueryServiceClient<Channel> {
         QueryServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// The admin stub.
+    pub fn admin(&self) -> AdminServiceClient<Channel> {
+        AdminServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// Pushes one batch, retrying transient errors per the policy. Returns the ack and how

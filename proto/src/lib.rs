@@ -7,17 +7,30 @@
 pub mod client;
 pub mod ids;
 
-/// Generated code of the public API, package `gridmesh.v1`.
-#[allow(missing_docs, clippy::all, unreachable_pub)]
-pub mod v1 {
-    tonic::include_proto!("gridmesh.v1");
+/// Generated code, nested as the protobuf packages are so that cross-package references
+/// (`gridmesh.internal.v1` messages holding `gridmesh.v1` ones) resolve.
+#[allow(unreachable_pub)]
+mod generated {
+    pub mod gridmesh {
+        #[allow(missing_docs, clippy::all, unreachable_pub)]
+        pub mod v1 {
+            tonic::include_proto!("gridmesh.v1");
+        }
+        pub mod internal {
+            #[allow(missing_docs, clippy::all, unreachable_pub)]
+            pub mod v1 {
+                tonic::include_proto!("gridmesh.internal.v1");
+            }
+        }
+    }
 }
 
-/// Generated records of the on-disk format, package `gridmesh.internal.v1`.
-#[allow(missing_docs, clippy::all, unreachable_pub)]
-pub mod internal {
-    tonic::include_proto!("gridmesh.internal.v1");
-}
+/// Generated code of the public API, package `gridmesh.v1`.
+pub use generated::gridmesh::v1;
+
+/// Generated records of the on-disk format and the node-to-node messages, package
+/// `gridmesh.internal.v1`.
+pub use generated::gridmesh::internal::v1 as internal;
 
 /// Encoded `FileDescriptorSet` of every GridMesh proto, for server reflection.
 pub const FILE_DESCRIPTOR_SET: &[u8] = tonic::include_file_descriptor_set!("gridmesh_descriptor");

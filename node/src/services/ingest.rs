@@ -2,27 +2,26 @@
 
 use std::sync::Arc;
 
-use gridmesh_actors::ingest::{Admission, IngestPipeline};
+use gridmesh_actors::api::Api;
+use gridmesh_actors::ingest::Admission;
 use gridmesh_proto::v1::ingest_service_server::IngestService;
 use gridmesh_proto::v1::{PushAck, ReadingBatch};
 use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
-use crate::status;
-
 /// The ingest service.
 #[derive(Debug, Clone)]
 pub struct IngestApi {
-    pipeline: IngestPipeline,
+    api: Api,
     max_inflight_per_stream: usize,
 }
 
 impl IngestApi {
-    /// A service over the node's pipeline.
-    pub fn new(pipeline: IngestPipeline, max_inflight_per_stream: u32) -> Self {
+    /// A service over the node's API.
+    pub fn new(api: Api, max_inflight_per_stream: u32) -> Self {
         Self {
-            pipeline,
+            api,
             max_inflight_per_stream: max_inflight_per_stream as usize,
         }
     }
@@ -40,11 +39,7 @@ impl IngestService for IngestApi {
             readings = batch.readings.len(),
             "push batch"
         );
-        let ack = self
-            .pipeline
-            .push(batch, Admission::FailFast)
-            .await
-            .map_err(status::ingest)?;
+        let ack = self.api.push(batch, Admission::FailFast).await?;
         Ok(Response::new(ack))
     }
 
@@ -60,7 +55,7 @@ impl IngestService for IngestApi {
         let (acks_tx, acks_rx) = mpsc::channel(window);
         tokio::spawn(pump(
             inbound,
-            self.pipeline.clone(),
+            self.api.clone(),
             Arc::new(Semaphore::new(window)),
             acks_tx,
         ));
@@ -72,7 +67,7 @@ impl IngestService for IngestApi {
 /// HTTP/2 windows fill and the client's sends wait.
 async fn pump(
     mut inbound: Streaming<ReadingBatch>,
-    pipeline: IngestPipeline,
+    api: Api,
     window: Arc<Semaphore>,
     acks: mpsc::Sender<Result<PushAck, Status>>,
 ) {
@@ -88,12 +83,9 @@ async fn pump(
                 return;
             }
         };
-        let (pipeline, acks) = (pipeline.clone(), acks.clone());
+        let (api, acks) = (api.clone(), acks.clone());
         tokio::spawn(async move {
-            let result = pipeline
-                .push(batch, Admission::Wait)
-                .await
-                .map_err(status::ingest);
+            let result = api.push(batch, Admission::Wait).await;
             let _ = acks.send(result).await;
             drop(permit);
         });

@@ -2,8 +2,8 @@
 
 use std::sync::Arc;
 
+use gridmesh_actors::api::Api;
 use gridmesh_actors::context::NodeContext;
-use gridmesh_actors::registry;
 use gridmesh_proto::ids::{check_feeder_id, check_meter_id};
 use gridmesh_proto::v1::registry_service_server::RegistryService;
 use gridmesh_proto::v1::{
@@ -16,19 +16,18 @@ use tonic::{Request, Response, Status};
 use super::blocking;
 use crate::status;
 
-/// Most entries in one import call.
-const MAX_IMPORT_ENTRIES: usize = 200_000;
-
 /// The registry service.
 #[derive(Debug, Clone)]
 pub struct RegistryApi {
+    api: Api,
     ctx: Arc<NodeContext>,
 }
 
 impl RegistryApi {
     /// A service over the node.
-    pub fn new(ctx: Arc<NodeContext>) -> Self {
-        Self { ctx }
+    pub fn new(api: Api) -> Self {
+        let ctx = api.ctx().clone();
+        Self { api, ctx }
     }
 }
 
@@ -42,9 +41,13 @@ impl RegistryService for RegistryApi {
             .into_inner()
             .meter
             .ok_or_else(|| Status::invalid_argument("meter is required"))?;
-        let counts = registry::import(&self.ctx, vec![], vec![meter])
-            .await
-            .map_err(status::registry)?;
+        let counts = self
+            .api
+            .import_topology(ImportTopologyRequest {
+                feeders: vec![],
+                meters: vec![meter],
+            })
+            .await?;
         Ok(Response::new(RegisterMeterResponse {
             created: counts.meters_created == 1,
         }))
@@ -75,9 +78,13 @@ impl RegistryService for RegistryApi {
             .into_inner()
             .feeder
             .ok_or_else(|| Status::invalid_argument("feeder is required"))?;
-        let counts = registry::import(&self.ctx, vec![feeder], vec![])
-            .await
-            .map_err(status::registry)?;
+        let counts = self
+            .api
+            .import_topology(ImportTopologyRequest {
+                feeders: vec![feeder],
+                meters: vec![],
+            })
+            .await?;
         Ok(Response::new(RegisterFeederResponse {
             created: counts.feeders_created == 1,
         }))
@@ -114,21 +121,9 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<ImportTopologyRequest>,
     ) -> Result<Response<ImportTopologyResponse>, Status> {
-        let ImportTopologyRequest { feeders, meters } = request.into_inner();
-        if feeders.len() + meters.len() > MAX_IMPORT_ENTRIES {
-            return Err(Status::invalid_argument(format!(
-                "{} entries in one import; split it into calls of at most {MAX_IMPORT_ENTRIES}",
-                feeders.len() + meters.len()
-            )));
-        }
-        let counts = registry::import(&self.ctx, feeders, meters)
+        self.api
+            .import_topology(request.into_inner())
             .await
-            .map_err(status::registry)?;
-        Ok(Response::new(ImportTopologyResponse {
-            feeders_created: counts.feeders_created,
-            feeders_updated: counts.feeders_updated,
-            meters_created: counts.meters_created,
-            meters_updated: counts.meters_updated,
-        }))
+            .map(Response::new)
     }
 }

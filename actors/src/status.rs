@@ -3,9 +3,9 @@
 //! Messages are written for the caller: they say what was wrong with the request and what to
 //! do, and never include internals such as file paths (those go to the log instead).
 
-use gridmesh_actors::ingest::IngestError;
-use gridmesh_actors::query::QueryError;
-use gridmesh_actors::registry::RegistryError;
+use crate::ingest::IngestError;
+use crate::query::QueryError;
+use crate::registry::RegistryError;
 use tonic::Status;
 
 /// Converts an ingest error.
@@ -52,4 +52,13 @@ pub fn internal(error: &dyn std::fmt::Display) -> Status {
 /// An actor could not be reached in time.
 pub fn actor_unavailable(what: &str) -> Status {
     Status::unavailable(format!("{what} did not answer in time; try again"))
+}
+
+/// Runs a synchronous store call on the blocking pool.
+pub async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, Status> + Send + 'static,
+) -> Result<T, Status> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| internal(&e))?
 }

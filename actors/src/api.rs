@@ -1,0 +1,579 @@
+//! What a node answers, wherever the data lives: the gRPC services call [`Api`], which serves
+//! locally what this node owns and forwards the rest to the owners' gateways. It is also the
+//! [`LocalHandler`] those gateways hand forwarded calls to.
+//!
+//! - **Ingest**: a batch is split by the owner of each reading's meter shard; the local part
+//!   goes to the [`IngestPipeline`], each remote part is one forwarded call to its owner, all
+//!   at once. The ack is merged with indices mapped back to the client's batch. A part whose
+//!   owner is unreachable, saturated or stopping is rejected reading by reading with
+//!   `OWNER_UNAVAILABLE` (nothing of it was stored); a part whose outcome is unknown (sent,
+//!   no answer in time) fails the whole call with `UNAVAILABLE`, as an ack timeout does:
+//!   resending is safe because ingest is idempotent.
+//! - **Readings and meter status** go to the meter's owner.
+//! - **Feeder load** adds up every reachable node's share (contributions are written by the
+//!   node that stores the meter's readings).
+//! - **Registry** writes are applied here, then on every reachable peer: every node keeps
+//!   the whole registry (it is small, and every meter actor needs its entry locally).
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use gridmesh_proto::ids::{check_feeder_id, check_meter_id};
+use gridmesh_proto::internal::{
+    ClusterReply, ClusterRequest, FeederLoadPartial, cluster_reply, cluster_request,
+};
+use gridmesh_proto::v1::{
+    GetFeederLoadRequest, GetFeederLoadResponse, GetMeterStatusRequest, GetNodeStatsRequest,
+    GetReadingsRequest, GetReadingsResponse, ImportTopologyRequest, ImportTopologyResponse,
+    MeterStatus, NodeStats, PushAck, ReadingBatch, RejectReason, Rejection, Resolution,
+};
+use tonic::{Code, Status};
+
+use crate::cluster::gateway::LocalHandler;
+use crate::cluster::{ForwardError, Owner, error_reply, into_result, ok_reply};
+use crate::context::{Counters, NodeContext};
+use crate::ingest::{Admission, IngestError, IngestPipeline};
+use crate::node::{active_feeders, shard_stats};
+use crate::placement::shard_of;
+use crate::query::{self, FeederPartial};
+use crate::shard::ShardMsg;
+use crate::status::{self, blocking};
+use crate::{registry, registry::ImportCounts};
+
+/// How long a status request may wait for the meter actor, ms.
+const STATUS_TIMEOUT_MS: u64 = 5_000;
+
+/// Most registry entries in one import.
+pub const MAX_IMPORT_ENTRIES: usize = 200_000;
+
+/// The node's request handling, cluster-aware. Cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Api {
+    ctx: Arc<NodeContext>,
+    pipeline: IngestPipeline,
+}
+
+/// One owner's share of a batch.
+struct Part {
+    indices: Vec<u32>,
+    batch: ReadingBatch,
+}
+
+/// How one part ended.
+enum PartOutcome {
+    Acked(PushAck),
+    /// Nothing of it was stored.
+    Refused(String),
+    /// It may or may not have been stored.
+    Unknown(String),
+}
+
+impl Api {
+    /// The API of a running node.
+    pub fn new(ctx: Arc<NodeContext>, pipeline: IngestPipeline) -> Self {
+        Self { ctx, pipeline }
+    }
+
+    /// The node context.
+    pub fn ctx(&self) -> &Arc<NodeContext> {
+        &self.ctx
+    }
+
+    /// Ingests a batch, forwarding the parts other nodes own.
+    pub async fn push(&self, batch: ReadingBatch, admission: Admission) -> Result<PushAck, Status> {
+        if !self.ctx.cluster.enabled() {
+            return self
+                .pipeline
+                .push(batch, admission)
+                .await
+                .map_err(status::ingest);
+        }
+        let max = self.ctx.config.ingest.max_batch_readings;
+        let len = batch.readings.len();
+        if len == 0 {
+            return Err(status::ingest(IngestError::Empty {
+                batch_id: batch.batch_id,
+            }));
+        }
+        if len > max as usize {
+            return Err(status::ingest(IngestError::TooLarge {
+                batch_id: batch.batch_id,
+                len,
+                max,
+            }));
+        }
+        let batch_id = batch.batch_id;
+        let (local, remote, nobody) = self.split_by_owner(batch);
+        if remote.is_empty() && nobody.is_empty() {
+            // Everything is ours: the pipeline's errors apply to the whole batch as usual.
+            let Some(part) = local else {
+                return Err(Status::internal("a non-empty batch has no part"));
+            };
+            return self
+                .pipeline
+                .push(part.batch, admission)
+                .await
+                .map_err(status::ingest);
+        }
+
+        let wait = admission == Admission::Wait;
+        let local_work = async {
+            match local {
+                None => None,
+                Some(part) => {
+                    let outcome = match self.pipeline.push(part.batch.clone(), admission).await {
+                        Ok(ack) => PartOutcome::Acked(ack),
+                        Err(e @ (IngestError::Saturated { .. } | IngestError::ShuttingDown)) => {
+                            PartOutcome::Refused(e.to_string())
+                        }
+                        Err(e) => PartOutcome::Unknown(e.to_string()),
+                    };
+                    Some((part, outcome))
+                }
+            }
+        };
+        let remote_work = futures::future::join_all(remote.into_iter().map(|(node, part)| {
+            let call = cluster_request::Call::Ingest(part.batch.clone());
+            async move {
+                let outcome = match self.ctx.cluster.forward(&node, call, wait).await {
+                    Ok(reply) => ingest_outcome(&node, reply),
+                    Err(e @ ForwardError::NotSent { .. }) => PartOutcome::Refused(e.to_string()),
+                    Err(e @ ForwardError::Unknown { .. }) => PartOutcome::Unknown(e.to_string()),
+                };
+                (part, outcome)
+            }
+        }));
+        let (local_done, remote_done) = tokio::join!(local_work, remote_work);
+
+        let mut ack = PushAck {
+            batch_id,
+            ..PushAck::default()
+        };
+        for index in nobody {
+            ack.rejected.push(owner_unavailable(
+                index,
+                "no live node owns this meter's shard (the cluster is draining)",
+            ));
+        }
+        let mut unknown = Vec::new();
+        for (part, outcome) in local_done.into_iter().chain(remote_done) {
+            match outcome {
+                PartOutcome::Acked(part_ack) => {
+                    ack.accepted += part_ack.accepted;
+                    ack.duplicates += part_ack.duplicates;
+                    ack.corrections += part_ack.corrections;
+                    for mut rejection in part_ack.rejected {
+                        let Some(&index) = part.indices.get(rejection.index as usize) else {
+                            unknown.push("a node acknowledged a reading it was not sent".into());
+                            continue;
+                        };
+                        rejection.index = index;
+                        ack.rejected.push(rejection);
+                    }
+                }
+                PartOutcome::Refused(why) => {
+                    for &index in &part.indices {
+                        ack.rejected.push(owner_unavailable(index, &why));
+                    }
+                }
+                PartOutcome::Unknown(why) => unknown.push(why),
+            }
+        }
+        if !unknown.is_empty() {
+            return Err(Status::unavailable(format!(
+                "batch {batch_id}: part of it has an unknown outcome ({}); resending the whole \
+                 batch is safe",
+                unknown.join("; ")
+            )));
+        }
+        ack.rejected.sort_by_key(|r| r.index);
+        Ok(ack)
+    }
+
+    /// Splits a batch into this node's part, one part per other owner, and the indices no
+    /// member owns.
+    fn split_by_owner(
+        &self,
+        batch: ReadingBatch,
+    ) -> (Option<Part>, HashMap<String, Part>, Vec<u32>) {
+        let map = self.ctx.cluster.map();
+        let shards = self.ctx.config.actors.shards;
+        let mut local: Option<Part> = None;
+        let mut remote: HashMap<String, Part> = HashMap::new();
+        let mut nobody = Vec::new();
+        let batch_id = batch.batch_id;
+        let new_part = || Part {
+            indices: Vec::new(),
+            batch: ReadingBatch {
+                batch_id,
+                readings: Vec::new(),
+            },
+        };
+        for (index, reading) in batch.readings.into_iter().enumerate() {
+            let part = match self
+                .ctx
+                .cluster
+                .owner_of_shard(&map, shard_of(&reading.meter_id, shards))
+            {
+                Owner::Local => local.get_or_insert_with(new_part),
+                Owner::Remote(node) => remote.entry(node).or_insert_with(new_part),
+                Owner::Nobody => {
+                    nobody.push(index as u32);
+                    continue;
+                }
+            };
+            part.indices.push(index as u32);
+            part.batch.readings.push(reading);
+        }
+        (local, remote, nobody)
+    }
+
+    /// Readings of a meter, from its owner.
+    pub async fn get_readings(
+        &self,
+        req: GetReadingsRequest,
+    ) -> Result<GetReadingsResponse, Status> {
+        check_meter_id(&req.meter_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match self.ctx.cluster.owner_of(&req.meter_id) {
+            Owner::Remote(node) => {
+                match self
+                    .forward(&node, cluster_request::Call::GetReadings(req))
+                    .await?
+                {
+                    cluster_reply::Reply::GetReadings(r) => Ok(r),
+                    _ => Err(unexpected_reply(&node)),
+                }
+            }
+            Owner::Local | Owner::Nobody => self.local_readings(req).await,
+        }
+    }
+
+    async fn local_readings(&self, req: GetReadingsRequest) -> Result<GetReadingsResponse, Status> {
+        check_meter_id(&req.meter_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let resolution = resolution(req.resolution)?;
+        let ctx = self.ctx.clone();
+        blocking(move || {
+            query::readings(
+                &ctx.store,
+                &req.meter_id,
+                req.from_ts_ms,
+                req.to_ts_ms,
+                resolution,
+                req.limit,
+            )
+            .map_err(status::query)
+        })
+        .await
+    }
+
+    /// Status of a meter, from its owner.
+    pub async fn get_meter_status(
+        &self,
+        req: GetMeterStatusRequest,
+    ) -> Result<MeterStatus, Status> {
+        check_meter_id(&req.meter_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match self.ctx.cluster.owner_of(&req.meter_id) {
+            Owner::Remote(node) => {
+                match self
+                    .forward(&node, cluster_request::Call::GetMeterStatus(req))
+                    .await?
+                {
+                    cluster_reply::Reply::GetMeterStatus(r) => Ok(r),
+                    _ => Err(unexpected_reply(&node)),
+                }
+            }
+            Owner::Local | Owner::Nobody => self.local_meter_status(req.meter_id).await,
+        }
+    }
+
+    async fn local_meter_status(&self, meter_id: String) -> Result<MeterStatus, Status> {
+        check_meter_id(&meter_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let shard_id = shard_of(&meter_id, self.ctx.config.actors.shards);
+        let shard = self
+            .ctx
+            .shard(shard_id)
+            .ok_or_else(|| status::actor_unavailable("the meter's shard"))?;
+        let answer = ractor::call_t!(
+            shard,
+            |reply| ShardMsg::Status { meter_id, reply },
+            STATUS_TIMEOUT_MS
+        )
+        .map_err(|_| status::actor_unavailable("the meter actor"))?;
+        answer.ok_or_else(|| Status::not_found("meter is not registered"))
+    }
+
+    /// Load of a feeder: the sum of every reachable node's share.
+    pub async fn get_feeder_load(
+        &self,
+        req: GetFeederLoadRequest,
+    ) -> Result<GetFeederLoadResponse, Status> {
+        check_feeder_id(&req.feeder_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let resolution = resolution(req.resolution)?;
+        let bucket = query::feeder_bucket(resolution).map_err(status::query)?;
+        let local = self.local_feeder_partial(req.clone()).await?;
+        let peers = self.ctx.cluster.reachable_peers();
+        let shares = futures::future::join_all(peers.iter().map(|node| {
+            let call = cluster_request::Call::LocalFeederLoad(req.clone());
+            async move { (node, self.forward(node, call).await) }
+        }))
+        .await;
+        let mut partials = vec![local.clone()];
+        for (node, share) in shares {
+            match share {
+                Ok(cluster_reply::Reply::LocalFeederLoad(p)) => partials.push(FeederPartial {
+                    feeder: p.feeder,
+                    buckets: p.buckets,
+                    quarters: p.quarters,
+                }),
+                Ok(_) => return Err(unexpected_reply(node)),
+                // A peer that lacks the feeder stores nothing for it.
+                Err(status) if status.code() == Code::NotFound => {}
+                Err(status) => {
+                    return Err(Status::unavailable(format!(
+                        "feeder load needs every node's share and {node} did not answer ({}); \
+                         retry",
+                        status.message()
+                    )));
+                }
+            }
+        }
+        Ok(GetFeederLoadResponse {
+            feeder: local.feeder,
+            intervals: query::merge_feeder_partials(partials, bucket),
+        })
+    }
+
+    async fn local_feeder_partial(
+        &self,
+        req: GetFeederLoadRequest,
+    ) -> Result<FeederPartial, Status> {
+        check_feeder_id(&req.feeder_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let resolution = resolution(req.resolution)?;
+        let ctx = self.ctx.clone();
+        blocking(move || {
+            query::feeder_load_partial(
+                &ctx.store,
+                &req.feeder_id,
+                req.from_ts_ms,
+                req.to_ts_ms,
+                resolution,
+            )
+            .map_err(status::query)
+        })
+        .await
+    }
+
+    /// Registers feeders and meters here, then on every reachable peer.
+    pub async fn import_topology(
+        &self,
+        req: ImportTopologyRequest,
+    ) -> Result<ImportTopologyResponse, Status> {
+        let counts = self.local_import(req.clone()).await?;
+        let peers = self.ctx.cluster.reachable_peers();
+        let applied = futures::future::join_all(peers.iter().map(|node| {
+            let call = cluster_request::Call::RegistryApply(req.clone());
+            async move { (node, self.forward(node, call).await) }
+        }))
+        .await;
+        let failed: Vec<String> = applied
+            .into_iter()
+            .filter_map(|(node, r)| r.err().map(|e| format!("{node}: {}", e.message())))
+            .collect();
+        if !failed.is_empty() {
+            return Err(Status::unavailable(format!(
+                "registered on this node and {} of {} peers; not confirmed by {}. Registering \
+                 is idempotent: send the same request again",
+                peers.len() - failed.len(),
+                peers.len(),
+                failed.join("; ")
+            )));
+        }
+        Ok(counts)
+    }
+
+    async fn local_import(
+        &self,
+        req: ImportTopologyRequest,
+    ) -> Result<ImportTopologyResponse, Status> {
+        let ImportTopologyRequest { feeders, meters } = req;
+        if feeders.len() + meters.len() > MAX_IMPORT_ENTRIES {
+            return Err(Status::invalid_argument(format!(
+                "{} entries in one import; split it into calls of at most {MAX_IMPORT_ENTRIES}",
+                feeders.len() + meters.len()
+            )));
+        }
+        let counts: ImportCounts = registry::import(&self.ctx, feeders, meters)
+            .await
+            .map_err(status::registry)?;
+        Ok(ImportTopologyResponse {
+            feeders_created: counts.feeders_created,
+            feeders_updated: counts.feeders_updated,
+            meters_created: counts.meters_created,
+            meters_updated: counts.meters_updated,
+        })
+    }
+
+    /// Statistics of one node (`node` names it), or of this node and every reachable peer.
+    pub async fn node_stats(&self, req: GetNodeStatsRequest) -> Vec<NodeStats> {
+        let me = self.ctx.cluster.name().to_owned();
+        let targets: Vec<String> = if req.node.is_empty() {
+            std::iter::once(me.clone())
+                .chain(self.ctx.cluster.reachable_peers())
+                .collect()
+        } else {
+            vec![req.node.clone()]
+        };
+        futures::future::join_all(targets.into_iter().map(|node| {
+            let me = me.clone();
+            async move {
+                if node == me {
+                    return self.local_stats().await;
+                }
+                let call =
+                    cluster_request::Call::NodeStats(GetNodeStatsRequest { node: node.clone() });
+                match self.forward(&node, call).await {
+                    Ok(cluster_reply::Reply::NodeStats(stats)) => stats,
+                    Ok(_) => NodeStats {
+                        node: node.clone(),
+                        error: unexpected_reply(&node).message().to_owned(),
+                        ..NodeStats::default()
+                    },
+                    Err(status) => NodeStats {
+                        node,
+                        error: status.message().to_owned(),
+                        ..NodeStats::default()
+                    },
+                }
+            }
+        }))
+        .await
+    }
+
+    async fn local_stats(&self) -> NodeStats {
+        let shards = shard_stats(&self.ctx).await;
+        let counters = &self.ctx.counters;
+        NodeStats {
+            node: self.ctx.cluster.name().to_owned(),
+            active_meters: shards.iter().map(|s| s.active_meters as u64).sum(),
+            active_feeders: active_feeders(&self.ctx).await as u64,
+            passivations: Counters::get(&counters.passivations),
+            readings_accepted: Counters::get(&counters.readings_accepted),
+            readings_rejected: Counters::get(&counters.readings_rejected),
+            batches_forwarded: self.ctx.cluster.batches_forwarded(),
+            forwards_inflight: self.ctx.cluster.forwards_inflight(),
+            restarts: 0,
+            uptime_s: self.ctx.cluster.started().elapsed().as_secs(),
+            error: String::new(),
+        }
+    }
+
+    /// Forwards a read-only call; errors become statuses for the client.
+    async fn forward(
+        &self,
+        node: &str,
+        call: cluster_request::Call,
+    ) -> Result<cluster_reply::Reply, Status> {
+        let reply = self
+            .ctx
+            .cluster
+            .forward(node, call, true)
+            .await
+            .map_err(|e| {
+                Status::unavailable(format!(
+                    "{e}. It owns the data asked for; retry shortly (a down node's shards move \
+                     to live nodes within the failure-detection deadline)"
+                ))
+            })?;
+        into_result(node, reply)?.ok_or_else(|| unexpected_reply(node))
+    }
+
+    /// Answers a call forwarded by a peer, from this node's own data.
+    async fn answer(&self, request: ClusterRequest) -> ClusterReply {
+        use cluster_reply::Reply;
+        let Some(call) = request.call else {
+            return error_reply(&Status::invalid_argument("cluster request without a call"));
+        };
+        let result = match call {
+            cluster_request::Call::Ingest(batch) => {
+                match self.pipeline.push(batch, Admission::FailFast).await {
+                    Ok(ack) => Ok(Reply::Ingest(ack)),
+                    Err(e @ IngestError::ShuttingDown) => {
+                        Err(Status::failed_precondition(e.to_string()))
+                    }
+                    Err(e @ IngestError::AckTimeout { .. }) => {
+                        Err(Status::deadline_exceeded(e.to_string()))
+                    }
+                    Err(e) => Err(status::ingest(e)),
+                }
+            }
+            cluster_request::Call::GetReadings(req) => {
+                self.local_readings(req).await.map(Reply::GetReadings)
+            }
+            cluster_request::Call::GetMeterStatus(req) => self
+                .local_meter_status(req.meter_id)
+                .await
+                .map(Reply::GetMeterStatus),
+            cluster_request::Call::LocalFeederLoad(req) => {
+                self.local_feeder_partial(req).await.map(|p| {
+                    Reply::LocalFeederLoad(FeederLoadPartial {
+                        feeder: p.feeder,
+                        buckets: p.buckets,
+                        quarters: p.quarters,
+                    })
+                })
+            }
+            cluster_request::Call::RegistryApply(req) => {
+                self.local_import(req).await.map(Reply::RegistryApply)
+            }
+            cluster_request::Call::NodeStats(_) => Ok(Reply::NodeStats(self.local_stats().await)),
+        };
+        match result {
+            Ok(reply) => ok_reply(reply),
+            Err(status) => error_reply(&status),
+        }
+    }
+}
+
+impl LocalHandler for Api {
+    fn handle(
+        &self,
+        request: ClusterRequest,
+    ) -> Pin<Box<dyn Future<Output = ClusterReply> + Send>> {
+        let this = self.clone();
+        Box::pin(async move { this.answer(request).await })
+    }
+}
+
+/// How a forwarded ingest part ended, from the owner's reply.
+fn ingest_outcome(node: &str, reply: ClusterReply) -> PartOutcome {
+    match Code::from_i32(reply.code) {
+        Code::Ok => match reply.reply {
+            Some(cluster_reply::Reply::Ingest(ack)) => PartOutcome::Acked(ack),
+            _ => PartOutcome::Unknown(format!("node {node} sent an unexpected reply")),
+        },
+        // The owner refused before storing anything.
+        Code::ResourceExhausted | Code::FailedPrecondition | Code::InvalidArgument => {
+            PartOutcome::Refused(format!("node {node}: {}", reply.message))
+        }
+        _ => PartOutcome::Unknown(format!("node {node}: {}", reply.message)),
+    }
+}
+
+fn owner_unavailable(index: u32, why: &str) -> Rejection {
+    Rejection {
+        index,
+        reason: RejectReason::OwnerUnavailable as i32,
+        message: format!("{why}; nothing was stored; send it again shortly"),
+    }
+}
+
+fn unexpected_reply(node: &str) -> Status {
+    Status::internal(format!("node {node} sent a reply of the wrong kind"))
+}
+
+fn resolution(value: i32) -> Result<Resolution, Status> {
+    Resolution::try_from(value)
+        .map_err(|_| Status::invalid_argument(format!("resolution {value} is unknown")))
+}

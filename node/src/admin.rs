@@ -1,0 +1,172 @@
+//! `gridmesh admin`: what an operator asks a cluster (any node answers).
+
+use std::io::Write as _;
+
+use clap::Subcommand;
+use gridmesh_proto::client::Client;
+use gridmesh_proto::v1::{
+    GetNodeStatsRequest, GetShardMapRequest, ListMembersRequest, MemberState,
+};
+
+/// `gridmesh admin` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AdminCommand {
+    /// Members as the node sees them: state, incarnation, addresses, heartbeat age, shards.
+    Members {
+        /// Node address (gRPC).
+        #[arg(long, short = 't', default_value = "127.0.0.1:7100")]
+        target: String,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// The shard map: owner and preference list of every shard, with the view's epoch.
+    Shards {
+        /// Node address (gRPC).
+        #[arg(long, short = 't', default_value = "127.0.0.1:7100")]
+        target: String,
+    },
+    /// Actor and ingest statistics of every reachable node, and cluster totals.
+    Stats {
+        /// Node address (gRPC).
+        #[arg(long, short = 't', default_value = "127.0.0.1:7100")]
+        target: String,
+        /// Only this node.
+        #[arg(long)]
+        node: Option<String>,
+    },
+}
+
+fn state_name(state: i32) -> &'static str {
+    match MemberState::try_from(state) {
+        Ok(MemberState::Alive) => "alive",
+        Ok(MemberState::Suspect) => "suspect",
+        Ok(MemberState::Down) => "down",
+        _ => "unknown",
+    }
+}
+
+/// Runs an admin command.
+pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
+    match command {
+        AdminCommand::Members { target, json } => {
+            let client = Client::connect(&target).await?;
+            let r = client
+                .admin()
+                .list_members(ListMembersRequest {})
+                .await?
+                .into_inner();
+            if json {
+                let members: Vec<_> = r
+                    .members
+                    .iter()
+                    .map(|m| {
+                        serde_json::json!({
+                            "name": m.name,
+                            "state": state_name(m.state),
+                            "incarnation": m.incarnation,
+                            "grpc_addr": m.grpc_addr,
+                            "cluster_addr": m.cluster_addr,
+                            "draining": m.draining,
+                            "last_heartbeat_age_ms": m.last_heartbeat_age_ms,
+                            "is_self": m.is_self,
+                            "shards_owned": m.shards_owned,
+                        })
+                    })
+                    .collect();
+                let out = serde_json::json!({
+                    "answered_by": r.answered_by,
+                    "epoch": r.epoch,
+                    "members": members,
+                });
+                println!("{out}");
+                return Ok(());
+            }
+            println!("view of {} at epoch {}", r.answered_by, r.epoch);
+            println!(
+                "{:<20} {:<8} {:>15} {:<22} {:<22} {:>9} {:>6}",
+                "NAME", "STATE", "INCARNATION", "GRPC", "CLUSTER", "HB AGE", "SHARDS"
+            );
+            for m in r.members {
+                let state = if m.draining {
+                    format!("{}*", state_name(m.state))
+                } else {
+                    state_name(m.state).to_owned()
+                };
+                let age = if m.is_self {
+                    "self".to_owned()
+                } else {
+                    format!("{} ms", m.last_heartbeat_age_ms)
+                };
+                println!(
+                    "{:<20} {:<8} {:>15} {:<22} {:<22} {:>9} {:>6}",
+                    m.name, state, m.incarnation, m.grpc_addr, m.cluster_addr, age, m.shards_owned
+                );
+            }
+            Ok(())
+        }
+        AdminCommand::Shards { target } => {
+            let client = Client::connect(&target).await?;
+            let r = client
+                .admin()
+                .get_shard_map(GetShardMapRequest {})
+                .await?
+                .into_inner();
+            println!(
+                "shard map of {} at epoch {} ({} shards)",
+                r.answered_by, r.epoch, r.shard_count
+            );
+            let mut out = std::io::stdout().lock();
+            for s in r.shards {
+                // A closed pipe (`| head`) ends the listing quietly.
+                if writeln!(out, "{:>5}  {}", s.shard, s.preference.join(" > ")).is_err() {
+                    break;
+                }
+            }
+            Ok(())
+        }
+        AdminCommand::Stats { target, node } => {
+            let client = Client::connect(&target).await?;
+            let r = client
+                .admin()
+                .get_node_stats(GetNodeStatsRequest {
+                    node: node.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            println!(
+                "{:<20} {:>10} {:>8} {:>12} {:>14} {:>12} {:>10} {:>8}",
+                "NODE",
+                "METERS",
+                "FEEDERS",
+                "PASSIVATED",
+                "ACCEPTED",
+                "REJECTED",
+                "FORWARDED",
+                "UPTIME"
+            );
+            let (mut accepted, mut rejected) = (0, 0);
+            for n in &r.nodes {
+                if !n.error.is_empty() {
+                    println!("{:<20} unavailable: {}", n.node, n.error);
+                    continue;
+                }
+                accepted += n.readings_accepted;
+                rejected += n.readings_rejected;
+                println!(
+                    "{:<20} {:>10} {:>8} {:>12} {:>14} {:>12} {:>10} {:>7}s",
+                    n.node,
+                    n.active_meters,
+                    n.active_feeders,
+                    n.passivations,
+                    n.readings_accepted,
+                    n.readings_rejected,
+                    n.batches_forwarded,
+                    n.uptime_s
+                );
+            }
+            println!("cluster: {accepted} readings accepted, {rejected} rejected");
+            Ok(())
+        }
+    }
+}
