@@ -22,7 +22,8 @@ use std::sync::Arc;
 
 use gridmesh_proto::ids::{check_feeder_id, check_meter_id};
 use gridmesh_proto::internal::{
-    ClusterReply, ClusterRequest, FeederLoadPartial, cluster_reply, cluster_request,
+    ClusterReply, ClusterRequest, FeederLoadPartial, RegistryPage, RegistryPageRequest,
+    cluster_reply, cluster_request,
 };
 use gridmesh_proto::v1::{
     GetFeederLoadRequest, GetFeederLoadResponse, GetMeterStatusRequest, GetNodeStatsRequest,
@@ -44,6 +45,9 @@ use crate::{registry, registry::ImportCounts};
 
 /// How long a status request may wait for the meter actor, ms.
 const STATUS_TIMEOUT_MS: u64 = 5_000;
+
+/// Registry entries per page when a joining node copies the registry.
+const REGISTRY_PAGE: usize = 10_000;
 
 /// Most registry entries in one import.
 pub const MAX_IMPORT_ENTRIES: usize = 200_000;
@@ -415,6 +419,50 @@ impl Api {
         })
     }
 
+    /// Copies, page by page, the registry entries this node lacks from `peer` (entries it
+    /// has are kept: registry writes reach every reachable node when they are made).
+    pub async fn copy_registry_from(&self, peer: &str) -> Result<u64, Status> {
+        let mut after = Vec::new();
+        let mut copied = 0u64;
+        loop {
+            let call = cluster_request::Call::RegistryPage(RegistryPageRequest {
+                after_key: after.clone(),
+                limit: REGISTRY_PAGE as u32,
+            });
+            let cluster_reply::Reply::RegistryPage(page) = self.forward(peer, call).await? else {
+                return Err(unexpected_reply(peer));
+            };
+            let ctx = self.ctx.clone();
+            let (feeders, meters, next_key) = blocking(move || {
+                let mut feeders = Vec::new();
+                for f in page.feeders {
+                    let found = ctx.store.feeder_info(&f.feeder_id);
+                    if found.map_err(|e| status::internal(&e))?.is_none() {
+                        feeders.push(f);
+                    }
+                }
+                let mut meters = Vec::new();
+                for m in page.meters {
+                    let found = ctx.store.meter_info(&m.meter_id);
+                    if found.map_err(|e| status::internal(&e))?.is_none() {
+                        meters.push(m);
+                    }
+                }
+                Ok((feeders, meters, page.next_key))
+            })
+            .await?;
+            if !feeders.is_empty() || !meters.is_empty() {
+                copied += (feeders.len() + meters.len()) as u64;
+                self.local_import(ImportTopologyRequest { feeders, meters })
+                    .await?;
+            }
+            if next_key.is_empty() {
+                return Ok(copied);
+            }
+            after = next_key;
+        }
+    }
+
     /// Statistics of one node (`node` names it), or of this node and every reachable peer.
     pub async fn node_stats(&self, req: GetNodeStatsRequest) -> Vec<NodeStats> {
         let me = self.ctx.cluster.name().to_owned();
@@ -528,6 +576,22 @@ impl Api {
                 self.local_import(req).await.map(Reply::RegistryApply)
             }
             cluster_request::Call::NodeStats(_) => Ok(Reply::NodeStats(self.local_stats().await)),
+            cluster_request::Call::RegistryPage(req) => {
+                let ctx = self.ctx.clone();
+                let limit = (req.limit as usize).clamp(1, REGISTRY_PAGE);
+                blocking(move || {
+                    let (feeders, meters, next) = ctx
+                        .store
+                        .registry_page(&req.after_key, limit)
+                        .map_err(|e| status::internal(&e))?;
+                    Ok(Reply::RegistryPage(RegistryPage {
+                        feeders,
+                        meters,
+                        next_key: next.unwrap_or_default(),
+                    }))
+                })
+                .await
+            }
         };
         match result {
             Ok(reply) => ok_reply(reply),
@@ -543,6 +607,18 @@ impl LocalHandler for Api {
     ) -> Pin<Box<dyn Future<Output = ClusterReply> + Send>> {
         let this = self.clone();
         Box::pin(async move { this.answer(request).await })
+    }
+
+    fn sync_registry(
+        &self,
+        peer: String,
+    ) -> Pin<Box<dyn Future<Output = Result<u64, String>> + Send>> {
+        let this = self.clone();
+        Box::pin(async move {
+            this.copy_registry_from(&peer)
+                .await
+                .map_err(|s| s.message().to_owned())
+        })
     }
 }
 

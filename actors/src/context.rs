@@ -63,6 +63,7 @@ impl NodeContext {
                 },
             },
             draining: false,
+            joining: false,
             last_heard: std::time::Instant::now(),
         };
         let cluster = Cluster::new(

@@ -64,6 +64,8 @@ pub struct Member {
     pub addresses: Addresses,
     /// Whether it is moving its shards away before stopping.
     pub draining: bool,
+    /// Whether it is still joining (copying the registry): it owns no shards yet.
+    pub joining: bool,
     /// When it was last heard (for `self`: the last tick).
     pub last_heard: Instant,
 }
@@ -79,6 +81,8 @@ pub struct Heartbeat {
     pub addresses: Addresses,
     /// Whether the sender drains.
     pub draining: bool,
+    /// Whether the sender is still joining.
+    pub joining: bool,
     /// The incarnation of the recipient at which the sender holds it down; 0 when it does not.
     pub you_are_down_at: u64,
 }
@@ -98,6 +102,8 @@ pub enum Event {
     Down(String),
     /// A member started or stopped draining.
     Draining(String, bool),
+    /// A member finished joining and now owns shards.
+    Ready(String),
     /// This node took a new incarnation (it stalled, or a peer held it down).
     NewIncarnation(u64),
 }
@@ -136,6 +142,7 @@ impl Membership {
                 state: MemberState::Alive,
                 addresses,
                 draining: false,
+                joining: false,
                 last_heard: now,
             },
             peers: BTreeMap::new(),
@@ -164,12 +171,27 @@ impl Membership {
         self.peers.get(name)
     }
 
-    /// Members that own shards: not down, not draining. Never empty while this node is not
-    /// draining.
+    /// Members that own shards: not down, not draining, not joining. Never empty while this
+    /// node is neither draining nor joining.
     pub fn placement_members(&self) -> impl Iterator<Item = &str> {
         self.members()
-            .filter(|m| m.state != MemberState::Down && !m.draining)
+            .filter(|m| m.state != MemberState::Down && !m.draining && !m.joining)
             .map(|m| m.name.as_str())
+    }
+
+    /// Marks this node as joining (it owns nothing until [`Membership::set_ready`]).
+    pub fn set_joining(&mut self) {
+        self.me.joining = true;
+    }
+
+    /// This node finished joining.
+    pub fn set_ready(&mut self) -> Vec<Event> {
+        if !self.me.joining {
+            return Vec::new();
+        }
+        self.me.joining = false;
+        self.epoch += 1;
+        vec![Event::Ready(self.me.name.clone())]
     }
 
     /// Members worth talking to: not down.
@@ -198,6 +220,7 @@ impl Membership {
             incarnation: self.me.incarnation,
             addresses: self.me.addresses.clone(),
             draining: self.me.draining,
+            joining: self.me.joining,
             you_are_down_at,
         }
     }
@@ -222,6 +245,7 @@ impl Membership {
                         state: MemberState::Alive,
                         addresses: hb.addresses.clone(),
                         draining: hb.draining,
+                        joining: hb.joining,
                         last_heard: now,
                     },
                 );
@@ -250,6 +274,12 @@ impl Membership {
                     if m.draining != hb.draining {
                         m.draining = hb.draining;
                         events.push(Event::Draining(hb.from.clone(), hb.draining));
+                    }
+                    if m.joining != hb.joining {
+                        m.joining = hb.joining;
+                        if !hb.joining {
+                            events.push(Event::Ready(hb.from.clone()));
+                        }
                     }
                 }
             }

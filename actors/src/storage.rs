@@ -260,6 +260,32 @@ impl Store {
         self.decode_get(&self.registry, "registry", &keys::feeder_info_key(feeder))
     }
 
+    /// Up to `limit` registry entries with keys after `after` (feeders first, then meters, by
+    /// id), and the key to continue after when more remain.
+    #[allow(clippy::type_complexity)]
+    pub fn registry_page(
+        &self,
+        after: &[u8],
+        limit: usize,
+    ) -> StoreResult<(Vec<FeederInfo>, Vec<MeterInfo>, Option<Vec<u8>>)> {
+        let (mut feeders, mut meters, mut last) = (Vec::new(), Vec::new(), None);
+        let start = std::ops::Bound::Excluded(after.to_vec());
+        let range = (start, std::ops::Bound::Unbounded);
+        for item in self.registry.range::<Vec<u8>, _>(range).take(limit) {
+            let (key, value) = item.into_inner()?;
+            match key.first() {
+                Some(b'f') => feeders
+                    .push(FeederInfo::decode(value.as_ref()).map_err(|e| corrupt("registry", e))?),
+                Some(b'm') => meters
+                    .push(MeterInfo::decode(value.as_ref()).map_err(|e| corrupt("registry", e))?),
+                _ => {}
+            }
+            last = Some(key.to_vec());
+        }
+        let more = feeders.len() + meters.len() == limit;
+        Ok((feeders, meters, if more { last } else { None }))
+    }
+
     /// Every registered feeder, ordered by id.
     pub fn feeders(&self) -> StoreResult<Vec<FeederInfo>> {
         let mut out = Vec::new();

@@ -79,6 +79,8 @@ pub struct NodeProcess {
     pub log_path: PathBuf,
     /// The `gridmesh` executable.
     pub binary: PathBuf,
+    /// Node name and cluster listener, when the node is part of a cluster.
+    pub cluster: Option<(String, SocketAddr)>,
     child: Option<Child>,
 }
 
@@ -93,8 +95,43 @@ impl NodeProcess {
             env: Vec::new(),
             log_path: data_dir.with_extension("log"),
             binary: gridmesh_binary().unwrap_or_else(|_| PathBuf::from("gridmesh")),
+            cluster: None,
             child: None,
         })
+    }
+
+    /// Makes this node a cluster member named `name` on a fresh loopback cluster port, with
+    /// `cookie` and the given seeds (other members' cluster addresses).
+    pub fn clustered(
+        mut self,
+        name: &str,
+        cookie: &str,
+        seeds: &[SocketAddr],
+    ) -> anyhow::Result<Self> {
+        let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+        self.cluster = Some((name.to_owned(), addr));
+        let mut args = vec![
+            "--name".to_owned(),
+            name.to_owned(),
+            "--cluster-addr".to_owned(),
+            addr.to_string(),
+        ];
+        for seed in seeds {
+            args.push("--seed".to_owned());
+            args.push(seed.to_string());
+        }
+        self.extra_args.extend(args);
+        Ok(self.env("GRIDMESH_COOKIE", cookie))
+    }
+
+    /// The cluster address, when clustered.
+    pub fn cluster_addr(&self) -> Option<SocketAddr> {
+        self.cluster.as_ref().map(|(_, addr)| *addr)
+    }
+
+    /// The node name, when clustered.
+    pub fn name(&self) -> Option<&str> {
+        self.cluster.as_ref().map(|(name, _)| name.as_str())
     }
 
     /// Adds `serve` arguments.
@@ -234,6 +271,37 @@ impl Drop for NodeProcess {
     fn drop(&mut self) {
         let _ = self.kill();
     }
+}
+
+/// `n` cluster members named `n0`.. under `dir`, each seeded with every member's cluster
+/// address (itself included, as a shared seed list would be). Not started.
+pub fn cluster_processes(
+    dir: &Path,
+    n: usize,
+    binary: &Path,
+    cookie: &str,
+) -> anyhow::Result<Vec<NodeProcess>> {
+    let ports: Vec<SocketAddr> = (0..n)
+        .map(|_| Ok(SocketAddr::from(([127, 0, 0, 1], free_port()?))))
+        .collect::<anyhow::Result<_>>()?;
+    ports
+        .iter()
+        .enumerate()
+        .map(|(i, addr)| {
+            let mut node = NodeProcess::new(&dir.join(format!("n{i}")))?
+                .binary(binary)
+                .clustered(&format!("n{i}"), cookie, &ports)?;
+            // Use the pre-allocated port so every seed list is right from the start.
+            node.cluster = Some((format!("n{i}"), *addr));
+            let at = node
+                .extra_args
+                .iter()
+                .position(|a| a == "--cluster-addr")
+                .context("cluster args")?;
+            node.extra_args[at + 1] = addr.to_string();
+            Ok(node)
+        })
+        .collect()
 }
 
 /// A minimal HTTP/1.1 GET (no client dependency needed for three fixed endpoints).

@@ -1,8 +1,8 @@
 //! The HTTP side of a node: `/metrics` (Prometheus text), `/healthz` and `/readyz`.
 //!
 //! `/healthz` answers 200 while the process serves at all; `/readyz` answers 200 only while the
-//! node accepts traffic (not during start-up or shutdown), which is what load balancers and
-//! Kubernetes readiness probes should use.
+//! node accepts traffic (not during start-up, while joining a cluster, or during shutdown),
+//! which is what load balancers and Kubernetes readiness probes should use.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -51,9 +51,20 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
 }
 
 async fn ready(State(state): State<HttpState>) -> impl IntoResponse {
-    if state.ready.load(Ordering::Acquire) {
-        (StatusCode::OK, "ready\n")
-    } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "not ready\n")
+    if !state.ready.load(Ordering::Acquire) {
+        return (StatusCode::SERVICE_UNAVAILABLE, "not ready\n");
     }
+    // A cluster member is ready once it has joined: it has the registry and owns shards.
+    let joining = state.ctx.cluster.enabled()
+        && state
+            .ctx
+            .cluster
+            .view()
+            .members
+            .first()
+            .is_none_or(|me| me.joining);
+    if joining {
+        return (StatusCode::SERVICE_UNAVAILABLE, "joining the cluster\n");
+    }
+    (StatusCode::OK, "ready\n")
 }

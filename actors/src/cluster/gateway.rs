@@ -28,6 +28,11 @@ pub trait LocalHandler: Send + Sync + 'static {
     /// Answers a forwarded call.
     fn handle(&self, request: ClusterRequest)
     -> Pin<Box<dyn Future<Output = ClusterReply> + Send>>;
+    /// Copies the registry entries this node lacks from `peer`; resolves to how many.
+    fn sync_registry(
+        &self,
+        peer: String,
+    ) -> Pin<Box<dyn Future<Output = Result<u64, String>> + Send>>;
 }
 
 /// Messages of the gateway. Cluster-visible: variants and fields are the wire format, so they

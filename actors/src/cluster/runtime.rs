@@ -46,6 +46,8 @@ pub enum MembershipMsg {
     Disconnected(String),
     /// Start or stop draining this node.
     SetDraining(bool),
+    /// A registry copy from a peer finished (with the entries copied, or why it failed).
+    RegistrySynced(String, Result<u64, String>),
 }
 
 /// The membership actor.
@@ -61,6 +63,9 @@ pub struct MembershipState {
     connector: tokio::task::JoinHandle<()>,
     map: Arc<ShardMap>,
     ticks: u64,
+    started: Instant,
+    /// The peer a registry copy is running from.
+    syncing: Option<String>,
 }
 
 impl Actor for MembershipActor {
@@ -91,13 +96,15 @@ impl Actor for MembershipActor {
             suspect_after: settings.suspect_after,
             down_after: settings.down_after,
         };
-        let membership = Membership::new(
+        let mut membership = Membership::new(
             &config.node.name,
             incarnation,
             addresses,
             deadlines,
             Instant::now(),
         );
+        // Owns nothing until it has the registry (see `sync_step`).
+        membership.set_joining();
 
         let server = NodeServer::new(
             settings.listen_addr.port(),
@@ -148,6 +155,8 @@ impl Actor for MembershipActor {
             connector,
             map,
             ticks: 0,
+            started: Instant::now(),
+            syncing: None,
         };
         state.publish();
         Ok(state)
@@ -169,17 +178,31 @@ impl Actor for MembershipActor {
 
     async fn handle(
         &self,
-        _myself: ActorRef<MembershipMsg>,
+        myself: ActorRef<MembershipMsg>,
         msg: MembershipMsg,
         state: &mut MembershipState,
     ) -> Result<(), ActorProcessingErr> {
         let now = Instant::now();
         let events = match msg {
             MembershipMsg::Tick => {
-                let events = state.membership.tick(now);
+                let mut events = state.membership.tick(now);
+                events.extend(state.sync_step(&myself));
                 state.send_heartbeats();
                 state.ticks += 1;
                 events
+            }
+            MembershipMsg::RegistrySynced(peer, result) => {
+                state.syncing = None;
+                match result {
+                    Ok(copied) => {
+                        tracing::info!(peer, copied, "registry copied from peer");
+                        state.membership.set_ready()
+                    }
+                    Err(e) => {
+                        tracing::warn!(peer, error = %e, "registry copy failed; will retry");
+                        Vec::new()
+                    }
+                }
             }
             MembershipMsg::Heard(wire) => {
                 state.ctx.cluster.learn_addresses(&wire.known_cluster_addrs);
@@ -191,6 +214,7 @@ impl Actor for MembershipActor {
                         cluster: wire.cluster_addr,
                     },
                     draining: wire.draining,
+                    joining: wire.joining,
                     you_are_down_at: wire.you_are_down_at,
                 };
                 state.membership.on_heartbeat(&heartbeat, now)
@@ -221,6 +245,45 @@ impl Actor for MembershipActor {
 }
 
 impl MembershipState {
+    /// While joining: copy the registry from a reachable peer, or, when no peer has shown up
+    /// within two down deadlines, start alone (this is the first node of a cluster).
+    fn sync_step(&mut self, myself: &ActorRef<MembershipMsg>) -> Vec<Event> {
+        if !self.membership.me().joining || self.syncing.is_some() {
+            return Vec::new();
+        }
+        let peer = self
+            .membership
+            .reachable_peers()
+            .find(|m| !m.joining)
+            .map(|m| m.name.clone());
+        let Some(peer) = peer else {
+            // No member that owns shards answers. After a grace period in which a running
+            // cluster would have been heard, start: alone, or, when several nodes start
+            // together, the first by name goes first and the others copy from it.
+            let grace = self.ctx.config.cluster.down_after * 2;
+            let me = self.membership.me().name.as_str();
+            let first = self
+                .membership
+                .reachable_peers()
+                .all(|m| me < m.name.as_str());
+            if first && self.started.elapsed() >= grace {
+                tracing::info!("no member owns shards yet; starting as the first one");
+                return self.membership.set_ready();
+            }
+            return Vec::new();
+        };
+        let Some(handler) = self.ctx.cluster_handler() else {
+            return Vec::new();
+        };
+        self.syncing = Some(peer.clone());
+        let myself = myself.clone();
+        tokio::spawn(async move {
+            let result = handler.sync_registry(peer.clone()).await;
+            let _ = myself.cast(MembershipMsg::RegistrySynced(peer, result));
+        });
+        Vec::new()
+    }
+
     fn send_heartbeats(&self) {
         let me = self.membership.me();
         let known: Vec<String> = self
@@ -254,6 +317,7 @@ impl MembershipState {
                 grpc_addr: hb.addresses.grpc,
                 cluster_addr: hb.addresses.cluster,
                 draining: hb.draining,
+                joining: hb.joining,
                 you_are_down_at: hb.you_are_down_at,
                 epoch: self.membership.epoch(),
                 known_cluster_addrs: known.clone(),
@@ -281,6 +345,7 @@ impl MembershipState {
                     tracing::warn!(peer, "member down; its shards move");
                 }
                 Event::Draining(peer, draining) => tracing::info!(peer, draining, "draining"),
+                Event::Ready(peer) => tracing::info!(peer, "member ready: it owns shards now"),
                 Event::NewIncarnation(incarnation) => {
                     if let Err(e) = self.ctx.store.record_incarnation(*incarnation) {
                         tracing::error!(error = %e, "could not persist the new incarnation");

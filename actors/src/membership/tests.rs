@@ -23,6 +23,7 @@ fn hb(from: &str, incarnation: u64) -> Heartbeat {
         incarnation,
         addresses: Addresses::default(),
         draining: false,
+        joining: false,
         you_are_down_at: 0,
     }
 }
@@ -172,6 +173,24 @@ fn draining_members_own_no_shards() {
     );
     assert_eq!(a.placement_members().count(), 0);
     assert!(a.heartbeat_for("b").draining);
+}
+
+#[test]
+fn joining_members_own_no_shards_until_ready() {
+    let t0 = Instant::now();
+    let mut a = view("a", 1, t0);
+    let mut b = view("b", 1, t0);
+    b.set_joining();
+    assert_eq!(b.placement_members().count(), 0);
+    a.on_heartbeat(&b.heartbeat_for("a"), t0);
+    assert_eq!(a.placement_members().collect::<Vec<_>>(), ["a"]);
+    assert_eq!(b.set_ready(), vec![Event::Ready("b".into())]);
+    assert!(b.set_ready().is_empty());
+    assert_eq!(
+        a.on_heartbeat(&b.heartbeat_for("a"), t0 + ms(10)),
+        vec![Event::Ready("b".into())]
+    );
+    assert_eq!(a.placement_members().count(), 2);
 }
 
 #[derive(Debug, Clone)]
