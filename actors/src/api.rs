@@ -15,20 +15,20 @@
 //! - **Registry** writes are applied here, then on every reachable peer: every node keeps
 //!   the whole registry (it is small, and every meter actor needs its entry locally).
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
 use gridmesh_proto::ids::{check_feeder_id, check_meter_id};
 use gridmesh_proto::internal::{
-    ClusterReply, ClusterRequest, FeederLoadPartial, RegistryPage, RegistryPageRequest,
-    cluster_reply, cluster_request,
+    ClusterReply, ClusterRequest, FeederLoadPartial, LocalReadings, LocalReadingsRequest,
+    RegistryPage, RegistryPageRequest, cluster_reply, cluster_request,
 };
 use gridmesh_proto::v1::{
     GetFeederLoadRequest, GetFeederLoadResponse, GetMeterStatusRequest, GetNodeStatsRequest,
     GetReadingsRequest, GetReadingsResponse, ImportTopologyRequest, ImportTopologyResponse,
-    MeterStatus, NodeStats, PushAck, ReadingBatch, RejectReason, Rejection, Resolution,
+    MeterStatus, NodeStats, PushAck, Reading, ReadingBatch, RejectReason, Rejection, Resolution,
 };
 use tonic::{Code, Status};
 
@@ -36,15 +36,19 @@ use crate::cluster::gateway::LocalHandler;
 use crate::cluster::{ForwardError, Owner, error_reply, into_result, ok_reply};
 use crate::context::{Counters, NodeContext};
 use crate::ingest::{Admission, IngestError, IngestPipeline};
+use crate::membership::MemberState;
 use crate::node::{active_feeders, shard_stats};
 use crate::placement::shard_of;
-use crate::query::{self, FeederPartial};
+use crate::query::{self, FeederPartial, ScanWindow};
 use crate::shard::ShardMsg;
 use crate::status::{self, blocking};
 use crate::{registry, registry::ImportCounts};
 
 /// How long a status request may wait for the meter actor, ms.
 const STATUS_TIMEOUT_MS: u64 = 5_000;
+
+/// Most readings one node returns for a cluster-wide read (about 3 years of 15-minute data).
+const CLUSTER_MAX_SCAN: usize = 100_000;
 
 /// Registry entries per page when a joining node copies the registry.
 const REGISTRY_PAGE: usize = 10_000;
@@ -234,28 +238,66 @@ impl Api {
         (local, remote, nobody)
     }
 
-    /// Readings of a meter, from its owner.
+    /// Readings of a meter. In a cluster they are gathered from every reachable node and
+    /// merged by timestamp (highest version wins): with one copy per reading, a meter's
+    /// history can span nodes after its shard moved (failover, join), and a reading whose
+    /// outcome was unknown may have been stored by one owner and resent to the next.
     pub async fn get_readings(
         &self,
         req: GetReadingsRequest,
     ) -> Result<GetReadingsResponse, Status> {
         check_meter_id(&req.meter_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        match self.ctx.cluster.owner_of(&req.meter_id) {
-            Owner::Remote(node) => {
-                match self
-                    .forward(&node, cluster_request::Call::GetReadings(req))
-                    .await?
-                {
-                    cluster_reply::Reply::GetReadings(r) => Ok(r),
-                    _ => Err(unexpected_reply(&node)),
+        if !self.ctx.cluster.enabled() {
+            return self.local_readings(req).await;
+        }
+        let resolution = resolution(req.resolution)?;
+        let scan = ScanWindow::new(
+            req.from_ts_ms,
+            req.to_ts_ms,
+            resolution,
+            req.limit,
+            CLUSTER_MAX_SCAN,
+        )
+        .map_err(status::query)?;
+        let local = LocalReadingsRequest {
+            meter_id: req.meter_id.clone(),
+            from_ts_ms: scan.from,
+            to_ts_ms: scan.to,
+            max: scan.max as u32,
+        };
+        // The registry is on every node: an unknown meter is unknown here.
+        let mut rows = self.local_raw(local.clone()).await?;
+        let (shares, mut unavailable) = self
+            .gather(|| cluster_request::Call::LocalReadings(local.clone()))
+            .await;
+        for (node, reply) in shares {
+            match reply {
+                cluster_reply::Reply::LocalReadings(r) => rows.extend(r.readings),
+                _ => return Err(unexpected_reply(&node)),
+            }
+        }
+        // Merge: one row per timestamp, the highest version.
+        let mut merged: BTreeMap<i64, Reading> = BTreeMap::new();
+        for reading in rows {
+            match merged.entry(reading.ts_ms) {
+                std::collections::btree_map::Entry::Vacant(v) => {
+                    v.insert(reading);
+                }
+                std::collections::btree_map::Entry::Occupied(mut o) => {
+                    if reading.version > o.get().version {
+                        o.insert(reading);
+                    }
                 }
             }
-            Owner::Local | Owner::Nobody => self.local_readings(req).await,
         }
+        let rows: Vec<(i64, Reading)> = merged.into_iter().take(scan.max).collect();
+        let mut response = scan.shape(rows);
+        unavailable.sort();
+        response.unavailable_nodes = unavailable;
+        Ok(response)
     }
 
     async fn local_readings(&self, req: GetReadingsRequest) -> Result<GetReadingsResponse, Status> {
-        check_meter_id(&req.meter_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let resolution = resolution(req.resolution)?;
         let ctx = self.ctx.clone();
         blocking(move || {
@@ -270,6 +312,72 @@ impl Api {
             .map_err(status::query)
         })
         .await
+    }
+
+    /// This node's stored readings of a meter (meter id set on each).
+    async fn local_raw(&self, req: LocalReadingsRequest) -> Result<Vec<Reading>, Status> {
+        check_meter_id(&req.meter_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let ctx = self.ctx.clone();
+        blocking(move || {
+            if ctx
+                .store
+                .meter_info(&req.meter_id)
+                .map_err(|e| status::internal(&e))?
+                .is_none()
+            {
+                return Err(Status::not_found("meter is not registered"));
+            }
+            let max = (req.max as usize).min(CLUSTER_MAX_SCAN);
+            let rows = ctx
+                .store
+                .readings_between(&req.meter_id, req.from_ts_ms, req.to_ts_ms, max)
+                .map_err(|e| status::internal(&e))?;
+            Ok(rows
+                .into_iter()
+                .map(|(_, mut r)| {
+                    r.meter_id.clone_from(&req.meter_id);
+                    r
+                })
+                .collect())
+        })
+        .await
+    }
+
+    /// Sends `call` to every other member; returns the replies, and the members that may hold
+    /// data but are down or did not answer. A member that answers NOT_FOUND holds nothing.
+    async fn gather(
+        &self,
+        call: impl Fn() -> cluster_request::Call,
+    ) -> (Vec<(String, cluster_reply::Reply)>, Vec<String>) {
+        let view = self.ctx.cluster.view();
+        let mut unavailable: Vec<String> = view
+            .members
+            .iter()
+            .skip(1)
+            .filter(|m| m.state == MemberState::Down)
+            .map(|m| m.name.clone())
+            .collect();
+        let peers = self.ctx.cluster.reachable_peers();
+        let answers = futures::future::join_all(peers.into_iter().map(|node| {
+            let call = call();
+            async move {
+                let answer = self.forward(&node, call).await;
+                (node, answer)
+            }
+        }))
+        .await;
+        let mut replies = Vec::new();
+        for (node, answer) in answers {
+            match answer {
+                Ok(reply) => replies.push((node, reply)),
+                Err(status) if status.code() == Code::NotFound => {}
+                Err(status) => {
+                    tracing::debug!(node, error = %status, "a member did not answer a gather");
+                    unavailable.push(node);
+                }
+            }
+        }
+        (replies, unavailable)
     }
 
     /// Status of a meter, from its owner.
@@ -317,35 +425,28 @@ impl Api {
         let resolution = resolution(req.resolution)?;
         let bucket = query::feeder_bucket(resolution).map_err(status::query)?;
         let local = self.local_feeder_partial(req.clone()).await?;
-        let peers = self.ctx.cluster.reachable_peers();
-        let shares = futures::future::join_all(peers.iter().map(|node| {
-            let call = cluster_request::Call::LocalFeederLoad(req.clone());
-            async move { (node, self.forward(node, call).await) }
-        }))
-        .await;
+        let (shares, mut unavailable) = if self.ctx.cluster.enabled() {
+            self.gather(|| cluster_request::Call::LocalFeederLoad(req.clone()))
+                .await
+        } else {
+            (Vec::new(), Vec::new())
+        };
         let mut partials = vec![local.clone()];
         for (node, share) in shares {
             match share {
-                Ok(cluster_reply::Reply::LocalFeederLoad(p)) => partials.push(FeederPartial {
+                cluster_reply::Reply::LocalFeederLoad(p) => partials.push(FeederPartial {
                     feeder: p.feeder,
                     buckets: p.buckets,
                     quarters: p.quarters,
                 }),
-                Ok(_) => return Err(unexpected_reply(node)),
-                // A peer that lacks the feeder stores nothing for it.
-                Err(status) if status.code() == Code::NotFound => {}
-                Err(status) => {
-                    return Err(Status::unavailable(format!(
-                        "feeder load needs every node's share and {node} did not answer ({}); \
-                         retry",
-                        status.message()
-                    )));
-                }
+                _ => return Err(unexpected_reply(&node)),
             }
         }
+        unavailable.sort();
         Ok(GetFeederLoadResponse {
             feeder: local.feeder,
             intervals: query::merge_feeder_partials(partials, bucket),
+            unavailable_nodes: unavailable,
         })
     }
 
@@ -556,6 +657,10 @@ impl Api {
                     Err(e) => Err(status::ingest(e)),
                 }
             }
+            cluster_request::Call::LocalReadings(req) => self
+                .local_raw(req)
+                .await
+                .map(|readings| Reply::LocalReadings(LocalReadings { readings })),
             cluster_request::Call::GetReadings(req) => {
                 self.local_readings(req).await.map(Reply::GetReadings)
             }

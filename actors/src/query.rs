@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, HashSet};
 
 use gridmesh_proto::v1::{
-    FeederInfo, FeederInterval, GetFeederLoadResponse, GetReadingsResponse, Resolution,
+    FeederInfo, FeederInterval, GetFeederLoadResponse, GetReadingsResponse, Reading, Resolution,
 };
 
 use crate::buckets::{self, Bucket, MIN15_MS};
@@ -51,7 +51,7 @@ fn check_range(from_ts_ms: i64, to_ts_ms: i64) -> Result<(), QueryError> {
     Ok(())
 }
 
-/// Readings (raw or aggregated) of one meter in `[from, to)`.
+/// Readings (raw or aggregated) of one meter in `[from, to)`, from this node's store.
 pub fn readings(
     store: &Store,
     meter_id: &str,
@@ -60,49 +60,96 @@ pub fn readings(
     resolution: Resolution,
     limit: u32,
 ) -> Result<GetReadingsResponse, QueryError> {
-    check_range(from_ts_ms, to_ts_ms)?;
     if store.meter_info(meter_id)?.is_none() {
         return Err(QueryError::NotFound {
             kind: "meter",
             id: meter_id.to_owned(),
         });
     }
-    let limit = if limit == 0 {
-        DEFAULT_LIMIT
-    } else {
-        limit.min(DEFAULT_LIMIT)
-    } as usize;
-    match resolution {
-        Resolution::Unspecified => Err(QueryError::Invalid(
-            "resolution must be set (RAW, QUARTER_HOUR, HOUR or DAY)".to_owned(),
-        )),
-        Resolution::Raw => {
-            let mut rows = store.readings_between(meter_id, from_ts_ms, to_ts_ms, limit + 1)?;
-            let truncated = rows.len() > limit;
-            rows.truncate(limit);
-            Ok(GetReadingsResponse {
-                readings: rows.into_iter().map(|(_, r)| r).collect(),
-                intervals: vec![],
-                truncated,
-            })
-        }
-        Resolution::QuarterHour | Resolution::Hour | Resolution::Day => {
-            let bucket = Bucket::from_resolution(resolution)
-                .expect("aggregated resolutions have a bucket size");
+    let scan = ScanWindow::new(from_ts_ms, to_ts_ms, resolution, limit, MAX_SCAN)?;
+    let rows = store.readings_between(meter_id, scan.from, scan.to, scan.max)?;
+    Ok(scan.shape(rows))
+}
+
+/// Which stored readings answer a readings query, and how to shape them into the answer.
+/// Split out so a cluster can gather the rows from several nodes and shape them once.
+#[derive(Debug, Clone, Copy)]
+pub struct ScanWindow {
+    /// First timestamp to read (inclusive).
+    pub from: i64,
+    /// Last timestamp to read (exclusive).
+    pub to: i64,
+    /// Most rows to read.
+    pub max: usize,
+    resolution: Resolution,
+    limit: usize,
+}
+
+impl ScanWindow {
+    /// The window of a query; `max_scan` caps aggregated scans.
+    pub fn new(
+        from_ts_ms: i64,
+        to_ts_ms: i64,
+        resolution: Resolution,
+        limit: u32,
+        max_scan: usize,
+    ) -> Result<Self, QueryError> {
+        check_range(from_ts_ms, to_ts_ms)?;
+        let limit = if limit == 0 {
+            DEFAULT_LIMIT
+        } else {
+            limit.min(DEFAULT_LIMIT)
+        } as usize;
+        match resolution {
+            Resolution::Unspecified => Err(QueryError::Invalid(
+                "resolution must be set (RAW, QUARTER_HOUR, HOUR or DAY)".to_owned(),
+            )),
+            Resolution::Raw => Ok(Self {
+                from: from_ts_ms,
+                to: to_ts_ms,
+                max: limit + 1,
+                resolution,
+                limit,
+            }),
             // Readings stamped in (start, end] belong to [start, end): scan one ms later.
-            let rows = store.readings_between(meter_id, from_ts_ms + 1, to_ts_ms + 1, MAX_SCAN)?;
-            let accs = buckets::aggregate(rows.iter().map(|(ts, r)| (*ts, r)), bucket);
-            let truncated = accs.len() > limit || rows.len() == MAX_SCAN;
-            let intervals = accs
-                .iter()
-                .take(limit)
-                .map(|a| buckets::to_interval(a, bucket))
-                .collect();
-            Ok(GetReadingsResponse {
-                readings: vec![],
-                intervals,
-                truncated,
-            })
+            Resolution::QuarterHour | Resolution::Hour | Resolution::Day => Ok(Self {
+                from: from_ts_ms + 1,
+                to: to_ts_ms + 1,
+                max: max_scan,
+                resolution,
+                limit,
+            }),
+        }
+    }
+
+    /// The answer from the rows read (time order, at most `max`).
+    pub fn shape(&self, mut rows: Vec<(i64, Reading)>) -> GetReadingsResponse {
+        match Bucket::from_resolution(self.resolution) {
+            None => {
+                let truncated = rows.len() > self.limit;
+                rows.truncate(self.limit);
+                GetReadingsResponse {
+                    readings: rows.into_iter().map(|(_, r)| r).collect(),
+                    intervals: vec![],
+                    truncated,
+                    unavailable_nodes: vec![],
+                }
+            }
+            Some(bucket) => {
+                let accs = buckets::aggregate(rows.iter().map(|(ts, r)| (*ts, r)), bucket);
+                let truncated = accs.len() > self.limit || rows.len() >= self.max;
+                let intervals = accs
+                    .iter()
+                    .take(self.limit)
+                    .map(|a| buckets::to_interval(a, bucket))
+                    .collect();
+                GetReadingsResponse {
+                    readings: vec![],
+                    intervals,
+                    truncated,
+                    unavailable_nodes: vec![],
+                }
+            }
         }
     }
 }
@@ -121,6 +168,7 @@ pub fn feeder_load(
     Ok(GetFeederLoadResponse {
         feeder,
         intervals: merge_feeder_partials(vec![partial], bucket),
+        unavailable_nodes: vec![],
     })
 }
 

@@ -281,6 +281,20 @@ async fn three_nodes_route_detect_failures_rejoin_and_rebalance() {
     )
     .await;
     println!("SIGKILL detected in {detected:?}");
+    // While n1 is down, answers say they may be incomplete, and name it.
+    let partial = c0
+        .query()
+        .get_readings(GetReadingsRequest {
+            meter_id: meter_id(0),
+            from_ts_ms: base_ts(),
+            to_ts_ms: base_ts() + DAY_MS,
+            resolution: Resolution::Hour as i32,
+            limit: 0,
+        })
+        .await
+        .expect("readings while n1 is down")
+        .into_inner();
+    assert_eq!(partial.unavailable_nodes, ["n1"]);
     assert_eq!(
         push_round(&c0, 1, Duration::from_secs(20)).await,
         METERS as u32
@@ -295,6 +309,15 @@ async fn three_nodes_route_detect_failures_rejoin_and_rebalance() {
         members(&c0).await["n1"].1 > before,
         "a restart is a new incarnation"
     );
+    // Every reading is visible again from anywhere: round 0 of n1's meters is on n1's disk,
+    // round 1 on the nodes that owned them meanwhile.
+    for m in 0..METERS {
+        assert_eq!(
+            stored(&c2, &meter_id(m)).await,
+            2,
+            "meter {m} after n1 returned"
+        );
+    }
 
     // SIGSTOP n2 past the down deadline: down; SIGCONT: it returns as a new incarnation.
     let before = members(&c0).await["n2"].1;
