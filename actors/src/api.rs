@@ -26,13 +26,15 @@ use gridmesh_proto::internal::{
     RegistryPage, RegistryPageRequest, cluster_reply, cluster_request,
 };
 use gridmesh_proto::v1::{
-    GetFeederLoadRequest, GetFeederLoadResponse, GetMeterStatusRequest, GetNodeStatsRequest,
-    GetReadingsRequest, GetReadingsResponse, ImportTopologyRequest, ImportTopologyResponse,
-    MeterStatus, NodeStats, PushAck, Reading, ReadingBatch, RejectReason, Rejection, Resolution,
+    DrainNodeRequest, DrainNodeResponse, GetFeederLoadRequest, GetFeederLoadResponse,
+    GetMeterStatusRequest, GetNodeStatsRequest, GetReadingsRequest, GetReadingsResponse,
+    ImportTopologyRequest, ImportTopologyResponse, MeterStatus, NodeStats, PushAck, Reading,
+    ReadingBatch, RejectReason, Rejection, Resolution,
 };
 use tonic::{Code, Status};
 
 use crate::cluster::gateway::LocalHandler;
+use crate::cluster::runtime::MembershipMsg;
 use crate::cluster::{ForwardError, Owner, error_reply, into_result, ok_reply};
 use crate::context::{Counters, NodeContext};
 use crate::ingest::{Admission, IngestError, IngestPipeline};
@@ -564,6 +566,38 @@ impl Api {
         }
     }
 
+    /// Drains (or, with `cancel`, undrains) `node`, this one when empty.
+    pub async fn drain(&self, req: DrainNodeRequest) -> Result<DrainNodeResponse, Status> {
+        let me = self.ctx.cluster.name();
+        if !req.node.is_empty() && req.node != me {
+            let call = cluster_request::Call::Drain(req.clone());
+            return match self.forward(&req.node, call).await? {
+                cluster_reply::Reply::Drain(r) => Ok(r),
+                _ => Err(unexpected_reply(&req.node)),
+            };
+        }
+        self.drain_self(!req.cancel)
+    }
+
+    /// Starts or stops draining this node.
+    pub fn drain_self(&self, draining: bool) -> Result<DrainNodeResponse, Status> {
+        let cluster = &self.ctx.cluster;
+        let Some(membership) = cluster.membership_actor() else {
+            return Err(Status::failed_precondition(
+                "this node is not a cluster member (cluster.enabled = false); nothing to drain",
+            ));
+        };
+        let owned = cluster.map().owned_by(cluster.name()).count() as u32;
+        membership
+            .cast(MembershipMsg::SetDraining(draining))
+            .map_err(|_| status::actor_unavailable("the membership actor"))?;
+        tracing::info!(draining, shards = owned, "drain requested");
+        Ok(DrainNodeResponse {
+            node: cluster.name().to_owned(),
+            shards_moving: if draining { owned } else { 0 },
+        })
+    }
+
     /// Statistics of one node (`node` names it), or of this node and every reachable peer.
     pub async fn node_stats(&self, req: GetNodeStatsRequest) -> Vec<NodeStats> {
         let me = self.ctx.cluster.name().to_owned();
@@ -681,6 +715,7 @@ impl Api {
                 self.local_import(req).await.map(Reply::RegistryApply)
             }
             cluster_request::Call::NodeStats(_) => Ok(Reply::NodeStats(self.local_stats().await)),
+            cluster_request::Call::Drain(req) => self.drain_self(!req.cancel).map(Reply::Drain),
             cluster_request::Call::RegistryPage(req) => {
                 let ctx = self.ctx.clone();
                 let limit = (req.limit as usize).clamp(1, REGISTRY_PAGE);

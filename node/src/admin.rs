@@ -5,7 +5,7 @@ use std::io::Write as _;
 use clap::Subcommand;
 use gridmesh_proto::client::Client;
 use gridmesh_proto::v1::{
-    GetNodeStatsRequest, GetShardMapRequest, ListMembersRequest, MemberState,
+    DrainNodeRequest, GetNodeStatsRequest, GetShardMapRequest, ListMembersRequest, MemberState,
 };
 
 /// `gridmesh admin` subcommands.
@@ -25,6 +25,18 @@ pub enum AdminCommand {
         /// Node address (gRPC).
         #[arg(long, short = 't', default_value = "127.0.0.1:7100")]
         target: String,
+    },
+    /// Move a node's shards to the other members (then it can be stopped).
+    Drain {
+        /// Node address (gRPC) of any member.
+        #[arg(long, short = 't', default_value = "127.0.0.1:7100")]
+        target: String,
+        /// Node to drain (default: the one at --target).
+        #[arg(long)]
+        node: Option<String>,
+        /// Stop draining: the node takes shards again.
+        #[arg(long)]
+        cancel: bool,
     },
     /// Actor and ingest statistics of every reachable node, and cluster totals.
     Stats {
@@ -122,6 +134,31 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
                 if writeln!(out, "{:>5}  {}", s.shard, s.preference.join(" > ")).is_err() {
                     break;
                 }
+            }
+            Ok(())
+        }
+        AdminCommand::Drain {
+            target,
+            node,
+            cancel,
+        } => {
+            let client = Client::connect(&target).await?;
+            let r = client
+                .admin()
+                .drain_node(DrainNodeRequest {
+                    node: node.unwrap_or_default(),
+                    cancel,
+                })
+                .await?
+                .into_inner();
+            if cancel {
+                println!("{} takes shards again", r.node);
+            } else {
+                println!(
+                    "{} drains: {} shards move to the other members; stop it when \
+                     `gridmesh admin members` shows it owns none",
+                    r.node, r.shards_moving
+                );
             }
             Ok(())
         }

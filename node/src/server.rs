@@ -1,6 +1,7 @@
 //! Starting and stopping one node: the wiring of store, writer, actors, gRPC and HTTP.
 //!
 //! Shutdown order (SIGTERM/SIGINT or [`RunningNode::shutdown`]):
+//! 0. a cluster member drains: its shards move to the other members (three heartbeats);
 //! 1. readiness and gRPC health flip to not serving, so balancers stop sending;
 //! 2. the ingest pipeline refuses new batches (UNAVAILABLE) and in-flight ones finish, up to
 //!    `node.shutdown_grace`;
@@ -15,6 +16,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use gridmesh_actors::api::Api;
 use gridmesh_actors::cluster::Secret;
+use gridmesh_actors::cluster::runtime::MembershipMsg;
 use gridmesh_actors::context::NodeContext;
 use gridmesh_actors::ingest::IngestPipeline;
 use gridmesh_actors::node::{NodeMsg, NodeSupervisor};
@@ -131,6 +133,14 @@ impl RunningNode {
 
     /// Graceful shutdown (see the module docs). Returns whether in-flight batches drained.
     pub async fn shutdown(self) -> anyhow::Result<bool> {
+        if let Some(membership) = self.ctx.cluster.membership_actor() {
+            // Drain first: the other members take this node's shards once their views show
+            // the drain (heartbeats carry it), while this node still answers and forwards.
+            tracing::info!("shutting down: draining this node's shards to the other members");
+            let _ = membership.cast(MembershipMsg::SetDraining(true));
+            let settle = self.ctx.config.cluster.heartbeat_interval * 3;
+            tokio::time::sleep(settle.min(self.ctx.config.node.shutdown_grace)).await;
+        }
         tracing::info!("shutting down: refusing new batches");
         self.ready.store(false, Ordering::Release);
         self.health

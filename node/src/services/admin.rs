@@ -5,8 +5,9 @@ use gridmesh_actors::api::Api;
 use gridmesh_actors::membership::MemberState as State;
 use gridmesh_proto::v1::admin_service_server::AdminService;
 use gridmesh_proto::v1::{
-    GetNodeStatsRequest, GetNodeStatsResponse, GetShardMapRequest, GetShardMapResponse,
-    ListMembersRequest, ListMembersResponse, Member, MemberState, ShardPlacement,
+    DrainNodeRequest, DrainNodeResponse, GetNodeStatsRequest, GetNodeStatsResponse,
+    GetShardMapRequest, GetShardMapResponse, ListMembersRequest, ListMembersResponse, Member,
+    MemberState, ShardPlacement,
 };
 use tonic::{Request, Response, Status};
 
@@ -86,6 +87,16 @@ impl AdminService for AdminApi {
             shard_count: map.shards(),
             shards,
         }))
+    }
+
+    async fn drain_node(
+        &self,
+        request: Request<DrainNodeRequest>,
+    ) -> Result<Response<DrainNodeResponse>, Status> {
+        self.api
+            .drain(request.into_inner())
+            .await
+            .map(Response::new)
     }
 
     async fn get_node_stats(
