@@ -103,6 +103,12 @@ pub async fn read_back(
                 limit: 10_000,
             };
             let page = client.query().get_readings(request).await?.into_inner();
+            if !page.unavailable_nodes.is_empty() {
+                anyhow::bail!(
+                    "reading back {meter}: nodes {:?} did not answer; cannot check",
+                    page.unavailable_nodes
+                );
+            }
             for r in &page.readings {
                 stored.insert(
                     (meter.clone(), r.ts_ms),

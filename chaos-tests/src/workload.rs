@@ -34,6 +34,10 @@ pub struct WorkloadConfig {
     pub base_ts_ms: i64,
     /// Per-attempt timeout of a request.
     pub request_timeout: Duration,
+    /// Attempts per request (retries on UNAVAILABLE / RESOURCE_EXHAUSTED). In a cluster a
+    /// retry after an unknown outcome may reach another owner and store a second copy, which
+    /// only replication makes exact; cluster runs use 1.
+    pub attempts: u32,
 }
 
 /// What happened to one request.
@@ -111,7 +115,7 @@ pub async fn run_client(
     history: Arc<Mutex<Vec<Op>>>,
 ) {
     let retry = RetryPolicy {
-        max_attempts: 3,
+        max_attempts: config.attempts.max(1),
         attempt_timeout: Some(config.request_timeout),
         ..RetryPolicy::default()
     };

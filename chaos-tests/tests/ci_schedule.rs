@@ -1,5 +1,6 @@
-//! The CI-sized chaos schedule: the real `gridmesh-chaos` binary against a real node process,
-//! with SIGKILL, SIGSTOP/SIGCONT and restart windows over 20 seconds, then the checker.
+//! The CI-sized chaos schedules: the real `gridmesh-chaos` binary against real node processes
+//! (one node, then a three-node cluster), with SIGKILL, SIGSTOP/SIGCONT and restart windows
+//! over 20 seconds, then the checker.
 //!
 //! Needs the `gridmesh` binary beside this test's executable (`cargo test --workspace` builds
 //! it) or in `GRIDMESH_BIN`.
@@ -10,34 +11,51 @@ use gridmesh_chaos::gridmesh_binary;
 
 #[test]
 fn seeded_process_faults_lose_no_acknowledged_reading() {
-    let out = tempfile::tempdir().unwrap();
+    run_schedule(1, 20_261_203);
+}
+
+/// Three members: kills, pauses past the down deadline and restarts move shards between
+/// nodes while clients write through all of them.
+#[test]
+fn a_three_node_cluster_loses_no_acknowledged_reading() {
+    run_schedule(3, 20_261_204);
+}
+
+fn run_schedule(nodes: usize, seed: u64) {
+    let out = tempfile::tempdir().expect("tempdir");
     let gridmesh = gridmesh_binary().expect("the gridmesh binary (cargo build -p gridmesh)");
     let run = Command::new(env!("CARGO_BIN_EXE_gridmesh-chaos"))
-        .args(["run", "--duration", "20s", "--seed", "20261203"])
+        .args(["run", "--duration", "20s", "--nodes", &nodes.to_string()])
+        .args(["--seed", &seed.to_string()])
         .args(["--faults", "kill,pause,restart", "--clients", "3"])
         .arg("--out")
         .arg(out.path())
         .arg("--gridmesh-bin")
         .arg(&gridmesh)
         .output()
-        .unwrap();
+        .expect("gridmesh-chaos runs");
     let stdout = String::from_utf8_lossy(&run.stdout);
     // Shown by `cargo test -- --nocapture`, and on failure.
     println!("{stdout}\n{}", String::from_utf8_lossy(&run.stderr));
     assert!(run.status.success(), "chaos run failed: {}", run.status);
 
     let report: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(out.path().join("report.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(out.path().join("report.json")).expect("report"))
+            .expect("report.json is JSON");
     assert_eq!(report["passed"], true);
-    assert_eq!(report["seed"], 20_261_203);
+    assert_eq!(report["seed"], seed);
+    assert_eq!(report["nodes"], nodes);
     let readings = &report["readings"];
-    assert!(readings["acked"].as_u64().unwrap() > 1_000, "{readings}");
+    assert!(
+        readings["acked"].as_u64().expect("acked count") > 1_000,
+        "{readings}"
+    );
     assert_eq!(readings["lost"], 0);
     assert_eq!(readings["phantoms"], 0);
-    let windows = report["windows"].as_array().unwrap();
+    let windows = report["windows"].as_array().expect("windows");
     let kinds: Vec<&str> = windows
         .iter()
-        .map(|w| w["kind"].as_str().unwrap())
+        .map(|w| w["kind"].as_str().expect("kind"))
         .collect();
     for kind in ["kill", "pause", "restart"] {
         assert!(kinds.contains(&kind), "no {kind} window in {kinds:?}");
@@ -48,7 +66,7 @@ fn seeded_process_faults_lose_no_acknowledged_reading() {
     }
     assert!(
         std::fs::read_to_string(out.path().join("report.md"))
-            .unwrap()
+            .expect("report.md")
             .contains("PASSED")
     );
 }

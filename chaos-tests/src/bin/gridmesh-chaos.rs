@@ -18,7 +18,9 @@ use gridmesh_chaos::schedule::{self, FaultKind, FaultWindow, ScheduleConfig};
 use gridmesh_chaos::workload::{self, Op, WorkloadConfig};
 use gridmesh_chaos::{NodeProcess, gridmesh_binary};
 use gridmesh_proto::client::Client;
-use gridmesh_proto::v1::{GetFeederLoadRequest, GetMeterStatusRequest, Resolution};
+use gridmesh_proto::v1::{
+    GetFeederLoadRequest, GetMeterStatusRequest, ListMembersRequest, MemberState, Resolution,
+};
 
 /// Chaos testing for GridMesh.
 #[derive(Debug, Parser)]
@@ -85,12 +87,8 @@ fn main() -> ExitCode {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<bool> {
-    if args.nodes != 1 {
-        bail!(
-            "--nodes {}: multi-node runs need the cluster (membership and placement), \
-             which is not built yet",
-            args.nodes
-        );
+    if args.nodes == 0 {
+        bail!("--nodes must be at least 1");
     }
     let faults = parse_faults(&args.faults)?;
     let seed = args.seed.unwrap_or_else(rand::random);
@@ -116,13 +114,25 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         Some(path) => path.clone(),
         None => gridmesh_binary()?,
     };
-    let mut nodes = Vec::new();
-    for i in 0..args.nodes {
-        let mut node = NodeProcess::new(&data.path().join(format!("node{i}")))?.binary(&binary);
-        node.start().with_context(|| format!("starting node {i}"))?;
-        nodes.push(node);
+    let clustered = args.nodes > 1;
+    let mut nodes = if clustered {
+        let cookie = format!("chaos-{:032x}", rand::random::<u128>());
+        gridmesh_chaos::cluster_processes(data.path(), args.nodes, &binary, &cookie)?
+    } else {
+        vec![NodeProcess::new(&data.path().join("node0"))?.binary(&binary)]
+    };
+    for node in &mut nodes {
+        node.spawn()?;
+    }
+    for (i, node) in nodes.iter_mut().enumerate() {
+        node.wait_ready(Duration::from_secs(60))
+            .with_context(|| format!("starting node {i}"))?;
     }
     let targets = connect_all(&nodes).await?;
+    if clustered {
+        let took = wait_converged(&targets, Duration::from_secs(60)).await?;
+        println!("{} nodes formed a cluster in {took:?}", args.nodes);
+    }
     let now = gridmesh_proto_now_ms();
     let config = WorkloadConfig {
         clients: args.clients,
@@ -130,6 +140,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         feeders: 4,
         base_ts_ms: now - 60 * 86_400_000,
         request_timeout: Duration::from_secs(2),
+        attempts: if clustered { 1 } else { 3 },
     };
     targets[0]
         .registry()
@@ -149,7 +160,11 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
 
     let history = drive(&config, &targets, nodes, &windows, args.duration).await?;
     let (nodes, history) = history;
-    let (check, other) = verify(&config, &nodes, &history).await?;
+    if clustered {
+        let took = wait_converged(&targets, Duration::from_secs(60)).await?;
+        println!("cluster converged {took:?} after the last fault healed");
+    }
+    let (check, other) = verify(&config, &nodes, &history, clustered).await?;
     let summary = RunSummary {
         seed,
         mode: "loopback",
@@ -197,6 +212,35 @@ fn parse_faults(names: &[String]) -> anyhow::Result<Vec<FaultKind>> {
             None => bail!("unknown fault {name:?}; known: kill, pause, restart"),
         })
         .collect()
+}
+
+/// Waits until every node sees every node alive and owning shards (none joining).
+async fn wait_converged(clients: &[Client], timeout: Duration) -> anyhow::Result<Duration> {
+    let start = Instant::now();
+    loop {
+        let mut converged = true;
+        for client in clients {
+            let view = client
+                .admin()
+                .list_members(ListMembersRequest {})
+                .await
+                .map(tonic::Response::into_inner);
+            let ok = view.is_ok_and(|v| {
+                v.members.len() == clients.len()
+                    && v.members.iter().all(|m| {
+                        m.state == MemberState::Alive as i32 && !m.joining && m.shards_owned > 0
+                    })
+            });
+            converged &= ok;
+        }
+        if converged {
+            return Ok(start.elapsed());
+        }
+        if start.elapsed() > timeout {
+            bail!("the nodes did not converge to one cluster within {timeout:?}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 async fn connect_all(nodes: &[NodeProcess]) -> anyhow::Result<Vec<Client>> {
@@ -292,6 +336,7 @@ async fn verify(
     config: &WorkloadConfig,
     nodes: &[NodeProcess],
     history: &[Op],
+    clustered: bool,
 ) -> anyhow::Result<(CheckResult, Vec<String>)> {
     let client = Client::connect(&nodes[0].grpc_target()).await?;
     let meters: Vec<(usize, usize)> = (0..config.clients)
@@ -306,8 +351,9 @@ async fn verify(
     let check = checker::check_history(history, &stored);
     let mut other = Vec::new();
 
-    // Each meter counts what it stored exactly once.
-    for id in &ids {
+    // Each meter counts what it stored exactly once. In a cluster a meter's counters are
+    // per node (its history spans the nodes that owned it), so this needs one node.
+    for id in ids.iter().filter(|_| !clustered) {
         let status = client
             .query()
             .get_meter_status(GetMeterStatusRequest {
@@ -344,6 +390,12 @@ async fn verify(
             resolution: Resolution::Day as i32,
         };
         let load = client.query().get_feeder_load(request).await?.into_inner();
+        if !load.unavailable_nodes.is_empty() {
+            other.push(format!(
+                "feeder {feeder}: load incomplete after healing; unavailable: {:?}",
+                load.unavailable_nodes
+            ));
+        }
         let actual: f64 = load
             .intervals
             .iter()

@@ -59,6 +59,7 @@ impl AdminService for AdminApi {
                 },
                 is_self: i == 0,
                 shards_owned: view.map.owned_by(&m.name).count() as u32,
+                joining: m.joining,
             })
             .collect();
         Ok(Response::new(ListMembersResponse {
