@@ -262,6 +262,17 @@ impl Cluster {
             .sum()
     }
 
+    /// Forwarded calls in flight now, per peer.
+    pub fn inflight_per_peer(&self) -> Vec<(String, u64)> {
+        let max = self.settings.max_inflight_per_peer as usize;
+        self.inflight
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .iter()
+            .map(|(peer, s)| (peer.clone(), (max - s.available_permits()) as u64))
+            .collect()
+    }
+
     /// Batches forwarded since start.
     pub fn batches_forwarded(&self) -> u64 {
         self.forwarded.load(Ordering::Relaxed)
