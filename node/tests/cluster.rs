@@ -457,4 +457,17 @@ async fn a_node_with_the_wrong_cookie_is_refused() {
     assert!(!members(&c0).await.contains_key("intruder"));
     let view = members(&ci).await;
     assert_eq!(view.keys().collect::<Vec<_>>(), ["intruder"]);
+
+    // Garbage on the cluster port, and a frame header announcing 16 EiB: the connection is
+    // dropped, the node and its cluster carry on.
+    let cluster_addr = nodes[0].cluster_addr().expect("clustered");
+    for payload in [vec![0x5a_u8; 64 * 1024], vec![0xff_u8; 16]] {
+        use std::io::Write as _;
+        let mut stream = std::net::TcpStream::connect(cluster_addr).expect("connect");
+        let _ = stream.write_all(&payload);
+        let _ = stream.flush();
+    }
+    let c1 = connect(&nodes[1]).await;
+    wait_converged(&[&c0, &c1], &["n0", "n1"], Duration::from_secs(10)).await;
+    assert_eq!(nodes[0].http_get("/healthz").expect("healthz").0, 200);
 }
