@@ -121,6 +121,9 @@ pub enum Admission {
 pub struct IngestPipeline {
     ctx: Arc<NodeContext>,
     inflight: Arc<Semaphore>,
+    /// Readings other nodes asked this one to copy, in flight: a budget of its own, so that
+    /// two saturated nodes whose clients wait on each other's copies never starve each other.
+    copies_inflight: Arc<Semaphore>,
 }
 
 struct Group {
@@ -150,6 +153,7 @@ impl IngestPipeline {
         Self {
             ctx,
             inflight: Arc::new(Semaphore::new(permits)),
+            copies_inflight: Arc::new(Semaphore::new(permits)),
         }
     }
 
@@ -158,15 +162,18 @@ impl IngestPipeline {
         self.ctx.config.ingest.max_inflight_readings - self.inflight.available_permits() as u32
     }
 
-    /// Refuses all new batches (graceful shutdown); in-flight ones complete.
+    /// Refuses all new batches and copies (graceful shutdown); in-flight ones complete.
     pub fn close(&self) {
         self.inflight.close();
+        self.copies_inflight.close();
     }
 
-    /// Waits until no batch is in flight, or `timeout` passes. Returns whether it drained.
+    /// Waits until no batch and no copy is in flight, or `timeout` passes. Returns whether it
+    /// drained.
     pub async fn drained(&self, timeout: std::time::Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        while self.inflight() > 0 {
+        let max = self.ctx.config.ingest.max_inflight_readings as usize;
+        while self.inflight() > 0 || self.copies_inflight.available_permits() < max {
             if Instant::now() >= deadline {
                 return false;
             }

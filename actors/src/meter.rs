@@ -133,6 +133,15 @@ pub enum MeterMsg {
         /// Reply.
         reply: RpcReplyPort<Option<MeterStatus>>,
     },
+    /// Delete these stored readings (a substitute's copies, handed off to their home
+    /// replica) and rebuild the state and feeder contributions they were part of. The
+    /// outcome arrives as [`GroupEvent::Durable`] once the deletion is durable.
+    Forget {
+        /// Timestamps to delete.
+        ts_ms: Vec<i64>,
+        /// Where the outcome goes.
+        outcome: mpsc::Sender<GroupEvent>,
+    },
     /// Stop after everything queued before this message.
     Passivate,
 }
@@ -232,6 +241,7 @@ impl Actor for MeterActor {
         match msg {
             MeterMsg::Ingest(work) => s.ingest(work).await,
             MeterMsg::Status { was_active, reply } => s.status(was_active, reply).await,
+            MeterMsg::Forget { ts_ms, outcome } => s.forget(ts_ms, outcome).await,
             MeterMsg::Passivate => s.passivate(myself).await,
         }
     }
@@ -492,13 +502,17 @@ impl MeterActorState {
         if effect.open_dirty
             && let Some(open) = &self.state.open_interval
         {
-            self.state.open_interval = Some(self.recompute(open.start_ts_ms, &effect.pending)?);
+            self.state.open_interval =
+                Some(self.recompute(open.start_ts_ms, &effect.pending, &BTreeSet::new())?);
         }
         // Closed in this batch, then recomputed (a late reading may have touched a bucket
         // after it closed), then the open one: later entries replace earlier ones.
         let mut changed = std::mem::take(&mut effect.closed);
         for start in std::mem::take(&mut effect.dirty_buckets) {
-            changed.insert(start, self.recompute(start, &effect.pending)?);
+            changed.insert(
+                start,
+                self.recompute(start, &effect.pending, &BTreeSet::new())?,
+            );
         }
         if effect.open_touched
             && let Some(open) = self.state.open_interval
@@ -525,11 +539,13 @@ impl MeterActorState {
         Ok(())
     }
 
-    /// Rebuilds one 15-minute bucket from stored readings overlaid with this batch's.
+    /// Rebuilds one 15-minute bucket from stored readings overlaid with this batch's, without
+    /// the `deleted` ones.
     fn recompute(
         &self,
         start: i64,
         pending: &BTreeMap<i64, (Reading, usize)>,
+        deleted: &BTreeSet<i64>,
     ) -> Result<BucketAccumulator, ActorProcessingErr> {
         // A reading stamped t belongs to the bucket holding t - 1: the range is (start, end].
         let end = start + Bucket::Min15.len_ms();
@@ -537,7 +553,10 @@ impl MeterActorState {
             self.ctx
                 .store
                 .readings_between(&self.info.meter_id, start + 1, end + 1, usize::MAX)?;
-        let mut merged: BTreeMap<i64, Reading> = stored.into_iter().collect();
+        let mut merged: BTreeMap<i64, Reading> = stored
+            .into_iter()
+            .filter(|(ts, _)| !deleted.contains(ts))
+            .collect();
         for (ts, (reading, _)) in pending.range(start + 1..end + 1) {
             merged.insert(*ts, reading.clone());
         }
@@ -596,6 +615,79 @@ impl MeterActorState {
         if self.ctx.writer.submit(request).await.is_err() {
             tracing::warn!(meter = %self.info.meter_id, "writer stopped; batch not stored");
         }
+    }
+
+    /// Deletes stored readings and rebuilds what depended on them, in one atomic write.
+    async fn forget(
+        &mut self,
+        ts_ms: Vec<i64>,
+        outcome: mpsc::Sender<GroupEvent>,
+    ) -> Result<(), ActorProcessingErr> {
+        self.cursor.wait_applied().await;
+        let meter = self.info.meter_id.clone();
+        let mut effect = BatchEffect {
+            outcome: GroupOutcome::default(),
+            rows: Vec::new(),
+            pending: BTreeMap::new(),
+            dirty_buckets: BTreeSet::new(),
+            closed: BTreeMap::new(),
+            open_dirty: false,
+            open_touched: false,
+        };
+        let mut deleted = BTreeSet::new();
+        for ts in ts_ms {
+            if self.ctx.store.reading_at(&meter, ts)?.is_some() {
+                effect
+                    .rows
+                    .push(Row::delete(Space::Readings, keys::reading_key(&meter, ts)));
+                deleted.insert(ts);
+            }
+        }
+        let touched: BTreeSet<i64> = deleted.iter().map(|t| Bucket::Min15.start_of(*t)).collect();
+        let mut changed = Vec::new();
+        for start in &touched {
+            changed.push(self.recompute(*start, &BTreeMap::new(), &deleted)?);
+        }
+        // The newest remaining reading carries the state on.
+        if deleted.contains(&self.state.last_ts_ms) {
+            let mut newest = None;
+            let mut before = self.state.last_ts_ms;
+            while let Some((ts, reading)) = self.ctx.store.reading_before(&meter, before)? {
+                if !deleted.contains(&ts) {
+                    newest = Some((ts, reading));
+                    break;
+                }
+                before = ts;
+            }
+            self.state.last_import_register_wh = None;
+            self.state.last_export_register_wh = None;
+            match newest {
+                Some((ts, reading)) => {
+                    self.state.last_ts_ms = ts;
+                    self.track_registers(&reading);
+                    let bucket = Bucket::Min15.start_of(ts);
+                    self.state.open_interval =
+                        Some(self.recompute(bucket, &BTreeMap::new(), &deleted)?);
+                }
+                None => {
+                    self.state.last_ts_ms = 0;
+                    self.state.open_interval = None;
+                }
+            }
+        } else if let Some(open) = self.state.open_interval
+            && touched.contains(&open.start_ts_ms)
+        {
+            self.state.open_interval =
+                Some(self.recompute(open.start_ts_ms, &BTreeMap::new(), &deleted)?);
+        }
+        self.contribute(&changed, &mut effect);
+        let key = meter.as_bytes().to_vec();
+        effect
+            .rows
+            .push(Row::put(Space::Meters, key, self.state.encode_to_vec()));
+        effect.outcome.accepted = deleted.len() as u32;
+        self.submit(effect, outcome).await;
+        Ok(())
     }
 
     async fn status(

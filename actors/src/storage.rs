@@ -375,6 +375,13 @@ impl Store {
         Ok(counts)
     }
 
+    /// Whether a hint for the reading `(meter, ts_ms)` of `shard` is kept for `node`.
+    pub fn has_hint(&self, node: &str, shard: u32, meter: &str, ts_ms: i64) -> StoreResult<bool> {
+        Ok(self
+            .hints
+            .contains_key(keys::hint_key(node, shard, meter, ts_ms))?)
+    }
+
     /// Up to `limit` hints kept for `node`, in key order (by shard, meter, time).
     pub fn hints_for(&self, node: &str, limit: usize) -> StoreResult<Vec<Hint>> {
         let mut out = Vec::new();
