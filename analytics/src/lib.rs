@@ -19,10 +19,14 @@
 //! How the actors drive each piece is written down in `docs/analytics.md`.
 
 pub mod alert;
+pub mod balance;
 mod error;
 pub mod forecast;
+pub mod loading;
 pub mod stats;
 pub mod sustain;
 pub mod time;
+pub mod vee;
+pub mod voltage;
 
 pub use error::{AnalyticsError, Result};
