@@ -313,7 +313,9 @@ mod tests {
 
     proptest! {
         #[test]
-        fn balance_alerts_alternate_per_kind(ratios in prop::collection::vec(-0.1f64..0.3, 1..200)) {
+        fn balance_alerts_alternate_per_kind(
+            ratios in prop::collection::vec(-0.1f64..0.3, 1..200),
+        ) {
             let mut m = EnergyBalanceMonitor::new("f", BalanceRules::default()).unwrap();
             let mut open = [false; 2];
             for (kind, raise) in run(&mut m, &ratios) {

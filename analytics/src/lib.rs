@@ -23,6 +23,7 @@ pub mod balance;
 mod error;
 pub mod forecast;
 pub mod loading;
+pub mod outage;
 pub mod stats;
 pub mod sustain;
 pub mod time;
