@@ -9,13 +9,12 @@
 #   scripts/bench-analytics.sh                 # everything
 #   scripts/bench-analytics.sh forecast-taylor # one part: forecast-taylor, forecast-simbench,
 #                                              # anomaly-simbench
-#   SEEDS=5 GRIDS=10 scripts/bench-analytics.sh
+#   SEEDS=9 scripts/bench-analytics.sh anomaly-simbench
 set -euo pipefail
 cd "$(dirname "$0")/.."
 VENV=${VENV:-target/analytics-venv}
 DATA=${DATA:-target/analytics-data}
 SEEDS=${SEEDS:-5}
-GRIDS=${GRIDS:-5}
 PMDARIMA=${PMDARIMA:-pmdarima==2.1.1}
 SIMBENCH=${SIMBENCH:-simbench==1.6.3}
 
@@ -54,7 +53,7 @@ for part in "${parts[@]}"; do
     forecast-taylor) "$BENCH" forecast-taylor "$DATA/taylor.csv" ;;
     forecast-simbench)
       for code in 1-complete_data-mixed-all-0-sw 1-complete_data-mixed-all-1-sw; do
-        "$BENCH" forecast-simbench "$DATA/simbench/$code" --grids "$GRIDS"
+        "$BENCH" forecast-simbench "$DATA/simbench/$code"
       done ;;
     anomaly-simbench)
       "$BENCH" anomaly-simbench "$DATA/simbench/1-complete_data-mixed-all-0-sw" --seeds "$SEEDS" ;;

@@ -345,6 +345,9 @@ mod tests {
     }
 
     proptest! {
+        // Each case fits Holt-Winters in a debug build; a few dozen cases cover the lengths.
+        #![proptest_config(ProptestConfig::with_cases(32))]
+
         /// Whatever the history length, the forecast has the horizon's length, finite values,
         /// and a method that the history supports; short histories never error.
         #[test]

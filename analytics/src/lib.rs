@@ -18,6 +18,7 @@
 //!
 //! How the actors drive each piece is written down in `docs/analytics.md`.
 
+pub mod aggregate;
 pub mod alert;
 pub mod balance;
 mod error;
@@ -26,6 +27,7 @@ pub mod loading;
 pub mod outage;
 pub mod stats;
 pub mod sustain;
+pub mod tariff;
 pub mod time;
 pub mod vee;
 pub mod voltage;

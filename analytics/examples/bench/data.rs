@@ -148,3 +148,28 @@ pub(crate) fn weighted_sum(
     }
     out
 }
+
+/// One grid per distinct composition. The complete SimBench data set repeats each of its LV
+/// grids under many MV feeders (412 subnets, 6 compositions); evaluating copies would only
+/// weight some grids more than others.
+pub(crate) fn distinct_grids(grids: &BTreeMap<String, LvGrid>) -> Vec<&LvGrid> {
+    type Parts = Vec<(String, u64)>;
+    let mut seen: Vec<(Parts, Parts)> = Vec::new();
+    let mut out = Vec::new();
+    let key = |parts: &[(String, f64)]| {
+        let mut k: Vec<(String, u64)> = parts
+            .iter()
+            .map(|(p, kw)| (p.clone(), kw.to_bits()))
+            .collect();
+        k.sort();
+        k
+    };
+    for grid in grids.values().filter(|g| !g.loads.is_empty()) {
+        let signature = (key(&grid.loads), key(&grid.generators));
+        if !seen.contains(&signature) {
+            seen.push(signature);
+            out.push(grid);
+        }
+    }
+    out
+}

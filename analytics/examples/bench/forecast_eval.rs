@@ -5,7 +5,6 @@
 //! trailing training window. MASE is scaled by the weekly seasonal naive MAE of the initial
 //! training part of each series (see `forecast::metrics`).
 
-use std::collections::BTreeMap;
 use std::time::Instant;
 
 use gridmesh_analytics::forecast::{
@@ -196,17 +195,9 @@ pub(crate) fn taylor(path: &str) -> Result<(), String> {
 /// Per-series scores of every method, for one kind of series of many grids.
 type GridScores = Vec<(String, Vec<Score>)>;
 
-pub(crate) fn simbench(dir: &str, grids_per_type: usize) -> Result<(), String> {
+pub(crate) fn simbench(dir: &str) -> Result<(), String> {
     let grids = data::lv_grids(dir)?;
-    let mut by_type: BTreeMap<String, Vec<&data::LvGrid>> = BTreeMap::new();
-    for grid in grids.values() {
-        let kind = grid.name.split('.').next().unwrap_or("?").to_owned();
-        let list = by_type.entry(kind).or_default();
-        if list.len() < grids_per_type {
-            list.push(grid);
-        }
-    }
-    let chosen: Vec<&data::LvGrid> = by_type.values().flatten().copied().collect();
+    let chosen = data::distinct_grids(&grids);
     let mut load_columns: Vec<String> = chosen
         .iter()
         .flat_map(|g| g.loads.iter().map(|(p, _)| p.clone()))
@@ -225,10 +216,10 @@ pub(crate) fn simbench(dir: &str, grids_per_type: usize) -> Result<(), String> {
 
     let network = dir.trim_end_matches('/').rsplit('/').next().unwrap_or(dir);
     println!(
-        "# SimBench {network}: {} LV grids ({} per type), 2016 at 15 min, day-ahead at \
-         midnight, {} origins from day 57, refit weekly on the trailing 12 weeks",
+        "# SimBench {network}: the {} distinct LV grids of {} LV subnets, 2016 at 15 min, \
+         day-ahead at midnight, {} origins from day 57, refit weekly on the trailing 12 weeks",
         chosen.len(),
-        grids_per_type,
+        grids.len(),
         (len - 96 - 8 * 7 * 96) / 96 + 1
     );
     let ppd = 96;
@@ -271,33 +262,30 @@ pub(crate) fn simbench(dir: &str, grids_per_type: usize) -> Result<(), String> {
 }
 
 fn report(title: &str, scores: &GridScores) {
-    println!("\n## {title}: median over grids per LV type\n");
+    println!("\n## {title}\n");
     let header: Vec<&str> = METHODS.iter().map(|m| m.name()).collect();
-    println!("| grids | metric | {} |", header.join(" | "));
+    println!("| grid | metric | {} |", header.join(" | "));
     println!("|---|---|{}", "---:|".repeat(METHODS.len()));
-    let mut by_type: BTreeMap<String, Vec<&Vec<Score>>> = BTreeMap::new();
-    for (name, s) in scores {
-        let kind = name.split('.').next().unwrap_or("?").to_owned();
-        by_type.entry(kind).or_default().push(s);
-        by_type.entry("all".to_owned()).or_default().push(s);
-    }
-    for (kind, rows) in &by_type {
+    for (name, row) in scores {
         for (metric, get) in [
             ("MASE", (|s: &Score| s.mase) as fn(&Score) -> f64),
             ("MAPE %", |s: &Score| s.mape),
         ] {
-            let cells: Vec<String> = (0..METHODS.len())
-                .map(|i| {
-                    let values: Vec<f64> = rows.iter().map(|r| get(&r[i])).collect();
-                    format!("{:.3}", median(&values).unwrap_or(f64::NAN))
-                })
-                .collect();
-            println!(
-                "| {kind} ({}) | {metric} | {} |",
-                rows.len(),
-                cells.join(" | ")
-            );
+            let cells: Vec<String> = row.iter().map(|s| format!("{:.3}", get(s))).collect();
+            println!("| {name} | {metric} | {} |", cells.join(" | "));
         }
+    }
+    for (metric, get) in [
+        ("MASE", (|s: &Score| s.mase) as fn(&Score) -> f64),
+        ("MAPE %", |s: &Score| s.mape),
+    ] {
+        let cells: Vec<String> = (0..METHODS.len())
+            .map(|i| {
+                let values: Vec<f64> = scores.iter().map(|(_, r)| get(&r[i])).collect();
+                format!("{:.3}", median(&values).unwrap_or(f64::NAN))
+            })
+            .collect();
+        println!("| median | {metric} | {} |", cells.join(" | "));
     }
     let best = METHODS
         .iter()

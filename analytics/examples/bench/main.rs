@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! bench forecast-taylor   <taylor.csv>
-//! bench forecast-simbench <simbench network dir> [--grids N]
+//! bench forecast-simbench <simbench network dir>
 //! bench anomaly-simbench  <simbench network dir> [--seeds N]
 //! ```
 //!
@@ -19,12 +19,11 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let result = match args.first().map(String::as_str) {
         Some("forecast-taylor") => path_arg(&args).and_then(forecast_eval::taylor),
-        Some("forecast-simbench") => path_arg(&args)
-            .and_then(|dir| forecast_eval::simbench(dir, number_arg(&args, "--grids", 10))),
+        Some("forecast-simbench") => path_arg(&args).and_then(forecast_eval::simbench),
         Some("anomaly-simbench") => path_arg(&args)
             .and_then(|dir| anomaly_eval::simbench(dir, number_arg(&args, "--seeds", 5))),
         _ => Err(
-            "usage: bench forecast-taylor <csv> | forecast-simbench <dir> [--grids N] | \
+            "usage: bench forecast-taylor <csv> | forecast-simbench <dir> | \
                   anomaly-simbench <dir> [--seeds N]"
                 .to_owned(),
         ),
