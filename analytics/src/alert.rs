@@ -195,6 +195,10 @@ pub enum ClearReason {
     Recovered,
     /// A wider alert now covers it (a meter outage absorbed into its transformer's outage).
     Superseded,
+    /// The condition lasted so long that the rule took it as the new normal (a consumption
+    /// step older than its hold time). Not a recovery: the alert manager should not
+    /// auto-resolve on it.
+    NewBaseline,
 }
 
 /// What a rule tells the alert manager.

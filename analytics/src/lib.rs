@@ -20,6 +20,7 @@
 
 pub mod aggregate;
 pub mod alert;
+pub mod anomaly;
 pub mod balance;
 mod error;
 pub mod forecast;

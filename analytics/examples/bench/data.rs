@@ -42,6 +42,16 @@ impl Table {
         Ok(Table { header, rows })
     }
 
+    /// Only the header of a table (the profile tables are large).
+    pub(crate) fn header(dir: &str, name: &str) -> Result<Vec<String>, String> {
+        let path = Path::new(dir).join(name);
+        let file = std::fs::File::open(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(file), &mut line)
+            .map_err(|e| e.to_string())?;
+        Ok(line.trim_end().split(';').map(str::to_owned).collect())
+    }
+
     pub(crate) fn column(&self, name: &str) -> Result<usize, String> {
         self.header
             .iter()
