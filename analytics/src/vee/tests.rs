@@ -119,6 +119,7 @@ fn bad_settings_and_input_are_refused() {
 }
 
 proptest! {
+    #![proptest_config(crate::test_config(256))]
     #[test]
     fn interpolation_stays_within_the_neighbours(
         before in -1e6f64..1e6, after in -1e6f64..1e6, len in 1usize..50
