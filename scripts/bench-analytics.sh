@@ -56,7 +56,8 @@ for part in "${parts[@]}"; do
         "$BENCH" forecast-simbench "$DATA/simbench/$code"
       done ;;
     anomaly-simbench)
-      "$BENCH" anomaly-simbench "$DATA/simbench/1-complete_data-mixed-all-0-sw" --seeds "$SEEDS" ;;
+      "$BENCH" anomaly-simbench "$DATA/simbench/1-complete_data-mixed-all-0-sw" --seeds "$SEEDS" \
+        --settings "${SETTINGS:-10:0.3,6:0.3,8:0.5,12:0.3}" ;;
     *) echo "unknown part: $part" >&2; exit 2 ;;
   esac
 done

@@ -382,7 +382,7 @@ mod tests {
     }
 
     proptest! {
-        #![proptest_config(ProptestConfig::with_cases(64))]
+        #![proptest_config(crate::test_config(64))]
 
         /// Days and months both add up to the total, buckets add up to their day, maximum
         /// demand bounds the mean, and months agree with the days they contain.

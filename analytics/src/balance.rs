@@ -312,6 +312,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::test_config(256))]
         #[test]
         fn balance_alerts_alternate_per_kind(
             ratios in prop::collection::vec(-0.1f64..0.3, 1..200),

@@ -346,7 +346,7 @@ mod tests {
 
     proptest! {
         // Each case fits Holt-Winters in a debug build; a few dozen cases cover the lengths.
-        #![proptest_config(ProptestConfig::with_cases(32))]
+        #![proptest_config(crate::test_config(32))]
 
         /// Whatever the history length, the forecast has the horizon's length, finite values,
         /// and a method that the history supports; short histories never error.

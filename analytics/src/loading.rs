@@ -418,6 +418,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::test_config(256))]
         #[test]
         fn loading_is_homogeneous_and_symmetric(
             p in -1e7f64..1e7, q in -1e7f64..1e7, rating in 1.0f64..1e8, k in 0.1f64..10.0

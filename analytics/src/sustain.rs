@@ -102,6 +102,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::test_config(256))]
         /// Edges alternate raise/clear, a raise needs N violating windows in a row right
         /// before it, a clear needs M clean ones, and the state follows the edges.
         #[test]

@@ -312,6 +312,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::test_config(256))]
         #[test]
         fn partitions_are_valid_and_lookups_follow_them(
             periods in partition(), minute in 0u16..1440, day in 0i64..40_000

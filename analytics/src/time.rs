@@ -251,6 +251,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::test_config(256))]
         #[test]
         fn civil_dates_round_trip(day in -800_000i64..800_000) {
             let date = CivilDate::from_day(day);

@@ -410,6 +410,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(crate::test_config(256))]
         /// Per phase and direction, raises and clears alternate (starting with a raise), and
         /// the counters add up.
         #[test]

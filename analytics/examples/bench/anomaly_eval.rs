@@ -250,7 +250,8 @@ fn report(z: f64, floor: f64, runs: &[Counts]) {
     let med = |f: &dyn Fn(&Counts) -> f64| median(&runs.iter().map(f).collect::<Vec<_>>());
     println!("\n## robust z threshold {z}, scale floor {floor} × mean level\n");
     println!(
-        "| anomaly | injected | recall (its rule) | recall (any rule) | false alarms of that rule per meter-week |"
+        "| anomaly | injected | recall (its rule) | recall (any rule) | \
+         false alarms of that rule per meter-week |"
     );
     println!("|---|---:|---:|---:|---:|");
     for (k, kind) in KINDS.iter().enumerate() {

@@ -125,7 +125,7 @@ fn bad_rules_are_refused() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig::with_cases(48))]
+    #![proptest_config(crate::test_config(48))]
 
     /// Whatever the values (and gaps), each alert kind alternates raise and clear, starting
     /// with a raise.

@@ -155,8 +155,13 @@ impl HoltWinters {
         }
     }
 
-    /// Runs the model over `history` (at least one week; the first weeks initialise it)
-    /// and forecasts `horizon` periods after its end.
+    /// Runs the model over `history` (the first weeks initialise it) and forecasts `horizon`
+    /// periods after its end.
+    ///
+    /// # Panics
+    ///
+    /// If `history` is shorter than one week; [`crate::forecast::Forecaster`] never calls it
+    /// so (it falls back to a simpler method first).
     pub fn forecast(&self, history: &[f64], horizon: usize) -> Vec<f64> {
         let mut state = State::initialise(history, self.periods_per_day);
         for (t, y) in history.iter().enumerate() {

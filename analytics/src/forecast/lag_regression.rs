@@ -95,8 +95,12 @@ impl LagRegression {
         })
     }
 
-    /// Forecasts `horizon` (at most the fitted horizon) periods after the end of `history`,
-    /// which must hold at least [`LagRegression::feature_history`] values.
+    /// Forecasts `horizon` (at most the fitted horizon) periods after the end of `history`.
+    ///
+    /// # Panics
+    ///
+    /// If `history` holds fewer than [`LagRegression::feature_history`] values;
+    /// [`crate::forecast::Forecaster`] falls back before that can happen.
     pub fn forecast(&self, history: &[f64], horizon: usize) -> Vec<f64> {
         debug_assert!(history.len() >= Self::feature_history(self.periods_per_day, horizon));
         let blocks = self.coefficients.len();

@@ -170,6 +170,7 @@ fn bad_topology_and_unknown_meters() {
 }
 
 proptest! {
+    #![proptest_config(crate::test_config(256))]
     /// Whatever happens, every alert key alternates raise/clear starting with a raise, and
     /// once every meter reports again all alerts are closed and nobody is down.
     #[test]
