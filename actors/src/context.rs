@@ -7,10 +7,12 @@ use std::sync::{Arc, OnceLock, RwLock};
 use gridmesh_config::Config;
 use ractor::ActorRef;
 
+use crate::alerts::{AlertFeed, AlertMsg};
 use crate::cluster::gateway::LocalHandler;
 use crate::cluster::{Cluster, ForwardSettings, Secret};
 use crate::feeder::FeederSupervisorMsg;
 use crate::membership::{Addresses, Member, MemberState};
+use crate::notify::NotifyMsg;
 use crate::repair::{RepairState, ReplicatorMsg};
 use crate::shard::ShardMsg;
 use crate::storage::Store;
@@ -36,6 +38,10 @@ pub struct NodeContext {
     /// Digests and progress of hinted handoff and anti-entropy.
     pub repair: RepairState,
     replicator: RwLock<Option<ActorRef<ReplicatorMsg>>>,
+    /// The alert change feed watchers subscribe to.
+    pub alert_feed: AlertFeed,
+    alert_manager: RwLock<Option<ActorRef<AlertMsg>>>,
+    notifier: RwLock<Option<ActorRef<NotifyMsg>>>,
     cookie: OnceLock<Secret>,
     handler: OnceLock<Arc<dyn LocalHandler>>,
 }
@@ -91,6 +97,9 @@ impl NodeContext {
             counters: Counters::default(),
             repair,
             replicator: RwLock::new(None),
+            alert_feed: AlertFeed::default(),
+            alert_manager: RwLock::new(None),
+            notifier: RwLock::new(None),
             cookie: OnceLock::new(),
             handler: OnceLock::new(),
         })
@@ -146,6 +155,36 @@ impl NodeContext {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// The current alert manager.
+    pub fn alert_manager(&self) -> Option<ActorRef<AlertMsg>> {
+        self.alert_manager
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_alert_manager(&self, actor: Option<ActorRef<AlertMsg>>) {
+        *self
+            .alert_manager
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = actor;
+    }
+
+    /// The current notifier.
+    pub fn notifier(&self) -> Option<ActorRef<NotifyMsg>> {
+        self.notifier
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_notifier(&self, actor: Option<ActorRef<NotifyMsg>>) {
+        *self
+            .notifier
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = actor;
     }
 
     /// The current replicator (cluster mode).

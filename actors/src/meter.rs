@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::buckets::{self, Bucket};
 use crate::context::{NodeContext, now_ms};
+use crate::grid::{MeterRules as GridRules, OutageSignal, SignalKind, signals_of};
 use crate::keys;
 use crate::storage::{Store, encode_reading};
 use crate::validation::{Decision, History, Merge, MeterRules, Neighbour, decide, merge_copy};
@@ -106,6 +107,11 @@ pub struct GroupOutcome {
     /// This meter's new contributions to feeder intervals, durable once the outcome arrives.
     /// The pipeline forwards them to the feeder actors, one message per feeder per batch.
     pub feeder_updates: Vec<FeederUpdate>,
+    /// The meter's feeder (empty: none) and what its accepted readings say about its supply
+    /// (client work only: outage tracking runs on the meter's primary).
+    pub feeder_id: String,
+    /// Supply signals for the feeder's outage tracker.
+    pub signals: Vec<OutageSignal>,
 }
 
 /// A meter's contribution to one feeder interval (replaces its previous one).
@@ -173,6 +179,8 @@ pub struct MeterActorState {
     state_dirty: bool,
     cursor: Arc<WriteCursor>,
     ctx: Arc<NodeContext>,
+    /// Grid rules (voltage), when analytics are on and the meter has a nominal voltage.
+    grid: Option<GridRules>,
 }
 
 impl Actor for MeterActor {
@@ -196,6 +204,11 @@ impl Actor for MeterActor {
             rules,
             state: MeterState::default(),
             state_dirty: false,
+            grid: GridRules::new(
+                &args.ctx.config.analytics,
+                &args.info.meter_id,
+                args.info.nominal_voltage_v,
+            ),
             info: args.info,
             cursor: args.cursor,
             ctx: args.ctx,
@@ -278,6 +291,7 @@ impl MeterActorState {
         let mut effect = BatchEffect {
             outcome: GroupOutcome {
                 group: work.group,
+                feeder_id: self.info.feeder_id.clone(),
                 ..GroupOutcome::default()
             },
             rows: Vec::with_capacity(work.readings.len() + 3),
@@ -290,14 +304,42 @@ impl MeterActorState {
         match &work.kind {
             WorkKind::Client { replicate } => {
                 let mut copies = Vec::new();
+                let mut alerts = Vec::new();
+                let mut newest: Option<i64> = None;
                 for (index, reading) in work.readings {
                     let copy = replicate.then(|| reading.clone());
-                    if self.decide_one(index, reading, &mut effect)?
-                        && let Some(mut copy) = copy
-                    {
-                        copy.meter_id.clone_from(&self.info.meter_id);
-                        copies.push(copy);
+                    let in_order = reading.ts_ms > self.state.last_ts_ms;
+                    let signals = (!self.info.feeder_id.is_empty())
+                        .then(|| signals_of(&self.info.meter_id, &reading));
+                    if let Some(grid) = self.grid.as_mut().filter(|_| in_order) {
+                        // Judged before the decision moves the reading; a rejected reading's
+                        // window is fed nothing (the events are only kept when accepted).
+                        let events = grid.observe(&reading);
+                        if self.decide_one(index, reading, &mut effect)? {
+                            alerts.extend(events);
+                            if let Some(mut copy) = copy {
+                                copy.meter_id.clone_from(&self.info.meter_id);
+                                copies.push(copy);
+                            }
+                            push_signals(&mut effect.outcome.signals, &mut newest, signals);
+                        }
+                        continue;
                     }
+                    if self.decide_one(index, reading, &mut effect)? {
+                        if let Some(mut copy) = copy {
+                            copy.meter_id.clone_from(&self.info.meter_id);
+                            copies.push(copy);
+                        }
+                        push_signals(&mut effect.outcome.signals, &mut newest, signals);
+                    }
+                }
+                if !alerts.is_empty()
+                    && let Some(manager) = self.ctx.alert_manager()
+                {
+                    let _ = manager.cast(crate::alerts::AlertMsg::Events {
+                        feeder_id: self.info.feeder_id.clone(),
+                        events: alerts,
+                    });
                 }
                 if *replicate {
                     // Capacity is two events per group, so this never fails for a live receiver.
@@ -784,6 +826,26 @@ impl History for Overlay<'_> {
             (p, s) => p.or(s),
         };
         best.map(|(ts_ms, reading)| Neighbour { ts_ms, reading })
+    }
+}
+
+/// Keeps every event signal of accepted readings and, of the plain readings, the newest.
+fn push_signals(
+    out: &mut Vec<OutageSignal>,
+    newest: &mut Option<i64>,
+    signals: Option<Vec<OutageSignal>>,
+) {
+    for s in signals.into_iter().flatten() {
+        if s.signal != SignalKind::Reading {
+            out.push(s);
+            continue;
+        }
+        if newest.is_some_and(|t| t >= s.ts_ms) {
+            continue;
+        }
+        out.retain(|o| o.signal != SignalKind::Reading);
+        *newest = Some(s.ts_ms);
+        out.push(s);
     }
 }
 

@@ -785,6 +785,15 @@ impl Actor for ReplicatorActor {
             ReplicatorMsg::MemberChanged => {
                 s.start_handoff(&myself);
                 s.start_anti_entropy(&myself, true);
+                // Alerts too: pull every peer's records (they are few), merge by version.
+                let ctx = s.ctx.clone();
+                tokio::spawn(async move {
+                    for peer in ctx.cluster.reachable_peers() {
+                        if let Err(e) = crate::alerts::catch_up(&ctx, &peer).await {
+                            tracing::debug!(peer, error = %e, "alert catch-up failed");
+                        }
+                    }
+                });
             }
             ReplicatorMsg::RoundDone(anti_entropy) => {
                 if anti_entropy {

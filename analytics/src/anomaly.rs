@@ -46,7 +46,7 @@ use crate::time::{DAY_MS, DayClasses, LocalOffset, MIN15_MS, Weekday};
 
 /// Anomaly settings; the defaults are the ones measured in `docs/analytics.md`.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct AnomalyRules {
     /// Interval length, ms (must divide a day).
     pub interval_ms: i64,

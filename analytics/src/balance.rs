@@ -30,7 +30,7 @@ use crate::sustain::{Edge, Sustain};
 
 /// Energy-balance settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct BalanceRules {
     /// Loss ratio above which a day counts as lossy (0.08 = 8 %).
     pub loss_band: f64,

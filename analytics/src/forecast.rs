@@ -73,7 +73,7 @@ impl Method {
 
 /// Forecast settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct ForecastConfig {
     /// Periods per day: 96 at 15 minutes, 48 at 30 minutes.
     pub periods_per_day: usize,
@@ -84,6 +84,18 @@ pub struct ForecastConfig {
     /// Trailing weeks used to fit and run the models (default 12: more weeks average out
     /// more noise; 12 weeks of 15-minute values are 65 KB per feeder).
     pub training_weeks: usize,
+}
+
+impl Default for ForecastConfig {
+    /// Day-ahead at 15 minutes with the default method and 12 training weeks.
+    fn default() -> ForecastConfig {
+        ForecastConfig {
+            periods_per_day: 96,
+            horizon: 96,
+            method: Method::HoltWintersAr,
+            training_weeks: 12,
+        }
+    }
 }
 
 impl ForecastConfig {

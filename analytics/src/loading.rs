@@ -38,7 +38,7 @@ pub fn loading_percent(p_w: f64, q_var: f64, rating_va: f64) -> Result<f64> {
 
 /// Loading rule settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct LoadingRules {
     /// Warning threshold, % of rating.
     pub warn_percent: f64,

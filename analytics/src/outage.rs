@@ -43,7 +43,7 @@ use crate::time::MINUTE_MS;
 
 /// Outage settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct OutageRules {
     /// Interruptions shorter than this are momentary, ms (IEEE 1366: 5 minutes).
     pub momentary_ms: i64,

@@ -28,7 +28,7 @@ use crate::time::{DAY_MS, DayClasses, LocalOffset, MIN15_MS};
 
 /// VEE settings for one channel.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct VeeConfig {
     /// Interval length, ms (must divide a day).
     pub interval_ms: i64,

@@ -55,7 +55,7 @@ impl VoltageStandard {
 
 /// Voltage rule settings.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[serde(deny_unknown_fields, default)]
 pub struct VoltageRules {
     /// The standard.
     pub standard: VoltageStandard,

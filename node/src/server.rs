@@ -24,6 +24,7 @@ use gridmesh_actors::storage::Store;
 use gridmesh_actors::writer::{Writer, WriterTask};
 use gridmesh_config::Config;
 use gridmesh_proto::v1::admin_service_server::AdminServiceServer;
+use gridmesh_proto::v1::alert_service_server::AlertServiceServer;
 use gridmesh_proto::v1::ingest_service_server::IngestServiceServer;
 use gridmesh_proto::v1::query_service_server::QueryServiceServer;
 use gridmesh_proto::v1::registry_service_server::RegistryServiceServer;
@@ -35,6 +36,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 
 use crate::http::{self, HttpState};
 use crate::services::admin::AdminApi;
+use crate::services::alerts::AlertApi;
 use crate::services::ingest::IngestApi;
 use crate::services::query::QueryApi;
 use crate::services::registry::RegistryApi;
@@ -209,6 +211,7 @@ async fn serve_grpc(
         .await;
     health.set_serving::<QueryServiceServer<QueryApi>>().await;
     health.set_serving::<AdminServiceServer<AdminApi>>().await;
+    health.set_serving::<AlertServiceServer<AlertApi>>().await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(gridmesh_proto::FILE_DESCRIPTOR_SET)
@@ -229,6 +232,7 @@ async fn serve_grpc(
     let query =
         QueryServiceServer::new(QueryApi::new(api.clone())).max_encoding_message_size(max_message);
     let admin = AdminServiceServer::new(AdminApi::new(api.clone()));
+    let alerts = AlertServiceServer::new(AlertApi::new(api.clone()));
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let server = tonic::transport::Server::builder()
@@ -240,6 +244,7 @@ async fn serve_grpc(
         .add_service(registry)
         .add_service(query)
         .add_service(admin)
+        .add_service(alerts)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_rx.await;
         });

@@ -12,6 +12,7 @@ use tonic::transport::{Channel, Endpoint};
 use tonic::{Code, Status};
 
 use crate::v1::admin_service_client::AdminServiceClient;
+use crate::v1::alert_service_client::AlertServiceClient;
 use crate::v1::ingest_service_client::IngestServiceClient;
 use crate::v1::query_service_client::QueryServiceClient;
 use crate::v1::registry_service_client::RegistryServiceClient;
@@ -158,6 +159,11 @@ impl Client {
     /// The admin stub.
     pub fn admin(&self) -> AdminServiceClient<Channel> {
         AdminServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// The alert stub.
+    pub fn alerts(&self) -> AlertServiceClient<Channel> {
+        AlertServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// Pushes one batch, retrying transient errors per the policy. Returns the ack and how

@@ -4,8 +4,8 @@
 use gridmesh_actors::api::Api;
 use gridmesh_proto::v1::query_service_server::QueryService;
 use gridmesh_proto::v1::{
-    GetFeederLoadRequest, GetFeederLoadResponse, GetMeterStatusRequest, GetReadingsRequest,
-    GetReadingsResponse, MeterStatus,
+    GetFeederLoadRequest, GetFeederLoadResponse, GetForecastRequest, GetForecastResponse,
+    GetMeterStatusRequest, GetReadingsRequest, GetReadingsResponse, MeterStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -50,6 +50,16 @@ impl QueryService for QueryApi {
     ) -> Result<Response<GetFeederLoadResponse>, Status> {
         self.api
             .get_feeder_load(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_forecast(
+        &self,
+        request: Request<GetForecastRequest>,
+    ) -> Result<Response<GetForecastResponse>, Status> {
+        self.api
+            .get_forecast(request.into_inner())
             .await
             .map(Response::new)
     }
