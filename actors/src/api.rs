@@ -27,13 +27,14 @@ use gridmesh_proto::internal::{
     ReplicaStatus, ReplicaStatusRequest, alert_command, cluster_reply, cluster_request,
 };
 use gridmesh_proto::v1::{
-    AcknowledgeAlertRequest, Alert, DrainNodeRequest, DrainNodeResponse, GetFeederLoadRequest,
-    GetFeederLoadResponse, GetForecastRequest, GetForecastResponse, GetMeterStatusRequest,
-    GetNodeStatsRequest, GetReadingsRequest, GetReadingsResponse, GetReplicaStatusRequest,
-    GetReplicaStatusResponse, ImportTopologyRequest, ImportTopologyResponse, ListAlertsRequest,
-    ListAlertsResponse, MeterStatus, NodeStats, PushAck, Reading, ReadingBatch, RejectReason,
-    Rejection, RepairRequest, RepairResponse, ReplicaCopy, ReplicaNodeStatus, Resolution,
-    ResolveAlertRequest, ShardReplicas,
+    AcknowledgeAlertRequest, Alert, DeadLetterInfo, DrainNodeRequest, DrainNodeResponse,
+    GetFeederLoadRequest, GetFeederLoadResponse, GetForecastRequest, GetForecastResponse,
+    GetMeterStatusRequest, GetNodeStatsRequest, GetReadingsRequest, GetReadingsResponse,
+    GetReplicaStatusRequest, GetReplicaStatusResponse, ImportTopologyRequest,
+    ImportTopologyResponse, ListAlertsRequest, ListAlertsResponse, ListDeadLettersRequest,
+    ListDeadLettersResponse, MeterStatus, NodeStats, PushAck, Reading, ReadingBatch, RejectReason,
+    Rejection, RepairRequest, RepairResponse, ReplayDeadLettersRequest, ReplayDeadLettersResponse,
+    ReplicaCopy, ReplicaNodeStatus, Resolution, ResolveAlertRequest, ShardReplicas,
 };
 use tonic::{Code, Status};
 
@@ -498,6 +499,108 @@ impl Api {
             .map_err(status::query)
         })
         .await
+    }
+
+    /// Dead letters of one node or every reachable one.
+    pub async fn dead_letters(
+        &self,
+        req: ListDeadLettersRequest,
+    ) -> Result<ListDeadLettersResponse, Status> {
+        let me = self.ctx.cluster.name().to_owned();
+        let mut response = ListDeadLettersResponse::default();
+        if req.node.is_empty() || req.node == me {
+            response.letters = self.local_dead_letters(req.limit).await?.letters;
+        }
+        let peers: Vec<String> = if req.node.is_empty() {
+            self.ctx.cluster.reachable_peers()
+        } else if req.node != me {
+            vec![req.node.clone()]
+        } else {
+            Vec::new()
+        };
+        for node in peers {
+            match self
+                .forward(&node, cluster_request::Call::DeadLetters(req.clone()))
+                .await
+            {
+                Ok(cluster_reply::Reply::DeadLetters(r)) => response.letters.extend(r.letters),
+                Ok(_) | Err(_) => response.unavailable.push(node),
+            }
+        }
+        Ok(response)
+    }
+
+    async fn local_dead_letters(&self, limit: u32) -> Result<ListDeadLettersResponse, Status> {
+        let limit = match limit {
+            0 => 1000,
+            n => n.min(100_000),
+        } as usize;
+        let ctx = self.ctx.clone();
+        blocking(move || {
+            let node = ctx.cluster.name().to_owned();
+            let letters = crate::notify::dead_letters(&ctx.store, limit)
+                .map_err(|e| status::internal(&e))?
+                .into_iter()
+                .map(|(id, d)| DeadLetterInfo {
+                    node: node.clone(),
+                    id,
+                    sink: d.sink,
+                    alert_id: d.alert_id,
+                    event: d.event,
+                    attempts: d.attempts,
+                    last_error: d.last_error,
+                    failed_at_ms: d.failed_at_ms,
+                })
+                .collect();
+            Ok(ListDeadLettersResponse {
+                letters,
+                unavailable: Vec::new(),
+            })
+        })
+        .await
+    }
+
+    /// Replays dead letters on one node or every reachable one.
+    pub async fn replay_dead_letters(
+        &self,
+        req: ReplayDeadLettersRequest,
+    ) -> Result<ReplayDeadLettersResponse, Status> {
+        let me = self.ctx.cluster.name().to_owned();
+        let mut response = ReplayDeadLettersResponse::default();
+        if req.node.is_empty() || req.node == me {
+            response.queued += self.local_replay(req.sink.clone()).await?;
+        }
+        let peers: Vec<String> = if req.node.is_empty() {
+            self.ctx.cluster.reachable_peers()
+        } else if req.node != me {
+            vec![req.node.clone()]
+        } else {
+            Vec::new()
+        };
+        for node in peers {
+            match self
+                .forward(&node, cluster_request::Call::ReplayDeadLetters(req.clone()))
+                .await
+            {
+                Ok(cluster_reply::Reply::ReplayDeadLetters(r)) => response.queued += r.queued,
+                Ok(_) | Err(_) => response.unavailable.push(node),
+            }
+        }
+        Ok(response)
+    }
+
+    async fn local_replay(&self, sink: String) -> Result<u64, Status> {
+        let notifier = self
+            .ctx
+            .notifier()
+            .ok_or_else(|| status::actor_unavailable("the notifier"))?;
+        let sink = (!sink.is_empty()).then_some(sink);
+        ractor::call_t!(
+            notifier,
+            |reply| crate::notify::NotifyMsg::Replay { sink, reply },
+            30_000
+        )
+        .map_err(|_| status::actor_unavailable("the notifier"))
     }
 
     /// A feeder's latest forecast, from the feeder's owner (its rules run there).
@@ -1114,6 +1217,18 @@ impl Api {
                 .map(Reply::ReplicaStatus),
             cluster_request::Call::Repair(req) => {
                 self.local_repair(req.shards).await.map(Reply::Repair)
+            }
+            cluster_request::Call::DeadLetters(req) => self
+                .local_dead_letters(req.limit)
+                .await
+                .map(Reply::DeadLetters),
+            cluster_request::Call::ReplayDeadLetters(req) => {
+                self.local_replay(req.sink).await.map(|queued| {
+                    Reply::ReplayDeadLetters(ReplayDeadLettersResponse {
+                        queued,
+                        unavailable: Vec::new(),
+                    })
+                })
             }
             cluster_request::Call::GetForecast(req) => self
                 .local_forecast(req.feeder_id)

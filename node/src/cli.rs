@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use gridmesh_config::{Config, SyncMode};
 
-use crate::{admin, demo, server, topology};
+use crate::{admin, alerts_cli, demo, server, topology};
 
 /// GridMesh: smart-grid analytics on a cluster of identical actor nodes.
 #[derive(Debug, Parser)]
@@ -36,6 +36,9 @@ enum Command {
     /// Inspect a cluster: members, shard map, per-node statistics.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Alerts: list, watch, acknowledge, resolve; undelivered notifications.
+    #[command(subcommand)]
+    Alerts(alerts_cli::AlertsCommand),
     /// Check a configuration, or print the annotated defaults.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -158,6 +161,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Topology(command) => topology::run_topology(command).await,
         Command::Query(command) => topology::run_query(command).await,
         Command::Admin(command) => admin::run(command).await,
+        Command::Alerts(command) => alerts_cli::run(command).await,
         Command::Config(ConfigCommand::Check { config }) => return check_config(config),
         Command::Config(ConfigCommand::Defaults) => {
             print!(

@@ -281,7 +281,9 @@ async fn acknowledged_readings_survive_kill_empty_disk_and_pause() {
             .map(tonic::Response::into_inner);
         status.is_ok_and(|s| {
             s.shards.iter().all(|shard| shard.converged)
-                && s.nodes.iter().all(|n| n.hints_pending.values().sum::<u64>() == 0)
+                && s.nodes
+                    .iter()
+                    .all(|n| n.hints_pending.values().sum::<u64>() == 0)
         })
     })
     .await;
@@ -297,7 +299,10 @@ async fn acknowledged_readings_survive_kill_empty_disk_and_pause() {
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    println!("copies beyond the replication factor: {} of {} readings", extra.0, extra.1);
+    println!(
+        "copies beyond the replication factor: {} of {} readings",
+        extra.0, extra.1
+    );
     assert!(
         extra.0 * 20 <= extra.1,
         "substitutes kept {} copies of {} readings after handing them off",

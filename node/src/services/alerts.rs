@@ -15,7 +15,8 @@ use gridmesh_actors::context::NodeContext;
 use gridmesh_proto::v1::alert_service_server::AlertService;
 use gridmesh_proto::v1::{
     AcknowledgeAlertRequest, Alert, AlertChange, ListAlertsRequest, ListAlertsResponse,
-    ResolveAlertRequest, WatchAlertsRequest,
+    ListDeadLettersRequest, ListDeadLettersResponse, ReplayDeadLettersRequest,
+    ReplayDeadLettersResponse, ResolveAlertRequest, WatchAlertsRequest,
 };
 use tokio::sync::{broadcast, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
@@ -251,6 +252,26 @@ impl AlertService for AlertApi {
         let r = request.into_inner();
         self.api
             .alert_command(r.alert_id, true, r.by, r.note)
+            .await
+            .map(Response::new)
+    }
+
+    async fn list_dead_letters(
+        &self,
+        request: Request<ListDeadLettersRequest>,
+    ) -> Result<Response<ListDeadLettersResponse>, Status> {
+        self.api
+            .dead_letters(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn replay_dead_letters(
+        &self,
+        request: Request<ReplayDeadLettersRequest>,
+    ) -> Result<Response<ReplayDeadLettersResponse>, Status> {
+        self.api
+            .replay_dead_letters(request.into_inner())
             .await
             .map(Response::new)
     }
