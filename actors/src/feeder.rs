@@ -323,6 +323,7 @@ impl FeederState {
                     for (meter, c) in by_meter {
                         if c.head_meter {
                             totals.head_import_wh += c.energy_import_wh;
+                            totals.head_export_wh += c.energy_export_wh;
                         } else {
                             totals.customer_net_wh += c.energy_import_wh - c.energy_export_wh;
                             meters.push(meter.clone());

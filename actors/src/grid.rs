@@ -10,9 +10,13 @@
 //!   and a day-ahead load forecast refitted every local midnight, with a predicted-overload
 //!   alert.
 //!
-//! Time is meter time throughout: an interval is judged when readings at least
-//! `feeder_settle` past its end have been seen, so a simulated day runs as fast as its
-//! readings arrive and a real one in real time.
+//! Time is meter time throughout, and a feeder's time is the median of its meters' newest
+//! readings ([`FeederRules::watermark`]): an interval is judged once most meters have
+//! reported `feeder_settle` past its end, and a meter is silent when it lags most of its
+//! feeder by `meter_silent_after`. A simulated day thus runs as fast as its readings arrive
+//! and a real one in real time, and readings delivered out of order (many batches in flight,
+//! late head-ends) neither make healthy meters look silent nor get an interval judged
+//! before its readings are in.
 
 use std::collections::{HashSet, VecDeque};
 
@@ -149,7 +153,8 @@ pub struct FeederForecast {
 #[derive(Debug, Default)]
 struct DayAcc {
     day: i64,
-    head_wh: f64,
+    head_import_wh: f64,
+    head_export_wh: f64,
     customers_wh: f64,
     meters: HashSet<String>,
 }
@@ -168,8 +173,8 @@ pub struct FeederRules {
     offset_ms: i64,
     /// Start of the next interval to judge.
     next: Option<i64>,
-    /// Newest reading time seen.
-    newest_ts: i64,
+    /// Newest reading time of each customer meter.
+    last_seen: std::collections::HashMap<String, i64>,
     /// Mean load of judged intervals, oldest first (the forecast's history).
     history: VecDeque<f64>,
     history_max: usize,
@@ -184,6 +189,8 @@ pub struct IntervalTotals {
     pub customer_net_wh: f64,
     /// Head meter import, Wh.
     pub head_import_wh: f64,
+    /// Head meter export (PV pushing back towards the source), Wh.
+    pub head_export_wh: f64,
 }
 
 impl FeederRules {
@@ -234,7 +241,7 @@ impl FeederRules {
             settle_ms: config.feeder_settle.as_millis() as i64,
             offset_ms: i64::from(config.utc_offset_minutes) * 60_000,
             next: None,
-            newest_ts: 0,
+            last_seen: std::collections::HashMap::new(),
             history: VecDeque::new(),
             history_max,
             day: None,
@@ -247,6 +254,20 @@ impl FeederRules {
         self.forecast.as_ref()
     }
 
+    /// The feeder's time: the median of its meters' newest readings, once half of them have
+    /// reported. Readings arrive out of order (batches in flight, late head-ends), so the
+    /// newest timestamp seen says little about the feeder; the median says where most of
+    /// its meters are. Silence and judged intervals are measured against it.
+    pub fn watermark(&self) -> Option<i64> {
+        if self.last_seen.len() * 2 < self.customer_meters as usize {
+            return None;
+        }
+        let mut times: Vec<i64> = self.last_seen.values().copied().collect();
+        let mid = times.len() / 2;
+        times.select_nth_unstable(mid);
+        times.get(mid).copied()
+    }
+
     /// Outage signals from the feeder's meters.
     pub fn signals(&mut self, signals: &[OutageSignal]) -> Vec<AlertEvent> {
         let mut events = Vec::new();
@@ -256,16 +277,22 @@ impl FeederRules {
                 SignalKind::LastGasp => MeterSignal::LastGasp,
                 SignalKind::Restore => MeterSignal::PowerRestore,
             };
-            // A meter the tracker does not know (registered after activation) is skipped.
+            // A meter the tracker does not know (the head meter, or registered after
+            // activation) is skipped.
             if let Ok(e) = self.outage.observe(&s.meter_id, signal, s.ts_ms) {
                 events.extend(e);
-            }
-            self.newest_ts = self.newest_ts.max(s.ts_ms);
-            if self.next.is_none() {
-                self.next = Some((s.ts_ms - 1).div_euclid(MIN15_MS) * MIN15_MS);
+                if signal != MeterSignal::LastGasp {
+                    let seen = self.last_seen.entry(s.meter_id.clone()).or_insert(s.ts_ms);
+                    *seen = (*seen).max(s.ts_ms);
+                }
             }
         }
-        events.extend(self.outage.tick(self.newest_ts));
+        if let Some(now) = self.watermark() {
+            if self.next.is_none() {
+                self.next = Some((now - 1).div_euclid(MIN15_MS) * MIN15_MS);
+            }
+            events.extend(self.outage.tick(now));
+        }
         events
     }
 
@@ -273,8 +300,11 @@ impl FeederRules {
     /// judges each with [`FeederRules::judge`].
     pub fn due(&mut self) -> Vec<i64> {
         let mut due = Vec::new();
+        let Some(now) = self.watermark() else {
+            return due;
+        };
         while let Some(start) = self.next {
-            if start + MIN15_MS + self.settle_ms > self.newest_ts || due.len() >= 96 {
+            if start + MIN15_MS + self.settle_ms > now || due.len() >= 96 {
                 break;
             }
             due.push(start);
@@ -312,7 +342,8 @@ impl FeederRules {
             day: local_day,
             ..DayAcc::default()
         });
-        day.head_wh += totals.head_import_wh;
+        day.head_import_wh += totals.head_import_wh;
+        day.head_export_wh += totals.head_export_wh;
         day.customers_wh += totals.customer_net_wh;
         day.meters.extend(meters.iter().cloned());
         events
@@ -321,11 +352,14 @@ impl FeederRules {
     fn close_day(&mut self, done: DayAcc, next_start: i64) -> Vec<AlertEvent> {
         let mut events = Vec::new();
         let end_ts_ms = (done.day + 1) * DAY_MS - self.offset_ms;
+        // Losses as a share of the energy the head delivered: what left through the head
+        // (reverse flow) is counted with what the customers took, so that feeders exporting
+        // PV midday do not look lossy against a small net energy.
         let outcome = self.balance.observe_day(&BalanceDay {
             day: done.day,
             end_ts_ms,
-            head_wh: done.head_wh,
-            customers_wh: done.customers_wh,
+            head_wh: done.head_import_wh,
+            customers_wh: done.customers_wh + done.head_export_wh,
             meters_reporting: done.meters.len() as u32,
             meters_expected: self.customer_meters,
         });

@@ -347,7 +347,9 @@ pub struct AnalyticsConfig {
     /// A meter down this long is an outage (shorter ones are momentary). Default `5m`.
     #[serde(with = "duration")]
     pub outage_confirm: Duration,
-    /// A meter without readings this long is silent. Default `45m`.
+    /// A meter whose newest reading lags most of its feeder's by this much is silent (a
+    /// communications problem unless many go quiet together). Keep it above the delay the
+    /// head-ends deliver with. Default `2h`.
     #[serde(with = "duration")]
     pub meter_silent_after: Duration,
     /// Robust z-score above which a 15-minute value is a consumption deviation. Default 10.
@@ -563,7 +565,7 @@ impl Default for AnalyticsConfig {
             balance_loss_band: 0.08,
             balance_days_sustained: 3,
             outage_confirm: Duration::from_secs(300),
-            meter_silent_after: Duration::from_secs(2700),
+            meter_silent_after: Duration::from_secs(7200),
             anomaly_z_threshold: 10.0,
             forecast_training_weeks: 12,
             utc_offset_minutes: 0,

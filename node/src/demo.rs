@@ -31,8 +31,9 @@ pub struct SimArgs {
     /// Feeders (each gets a head meter as well).
     #[arg(long, default_value_t = 50)]
     pub feeders: u32,
-    /// Simulated days (15-minute readings), ending at the last UTC midnight.
-    #[arg(long, default_value_t = 2)]
+    /// Simulated days (15-minute readings), ending at the last UTC midnight. Four days let
+    /// the energy balance see the simulated tampering sustained.
+    #[arg(long, default_value_t = 4)]
     pub days: u32,
     /// Random seed: same seed, same readings.
     #[arg(long, default_value_t = 42)]
@@ -109,6 +110,9 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     config.node.http_addr = "127.0.0.1:0".parse()?;
     config.storage.sync = SyncMode::Group;
     config.log.level = "warn".to_owned();
+    // Simulated days pass in seconds: resolve cleared alerts at once rather than after 15
+    // minutes of wall clock.
+    config.alerts.auto_resolve_after = Duration::ZERO;
     config.validate()?;
     crate::telemetry::init_logging(&config.log);
 
@@ -133,9 +137,18 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     println!("  durability every ack waits for fsync (group commit)\n");
 
     let options = args.sim.options(node.grpc_addr.to_string());
+    let events = crate::sim::Generator::new(options.sim.clone()).grid_events();
+    if !events.is_empty() {
+        println!("The simulator will play out these grid events:");
+        for e in &events {
+            println!("  - {}", e.what);
+        }
+        println!();
+    }
     let report = drive_with_progress(options.clone(), Some(&node)).await?;
     print_report(&report, &options);
     print_grid_summary(&node.grpc_addr.to_string(), &options).await?;
+    print_alerts(&node.grpc_addr.to_string(), &events).await?;
     print_node_summary(&node).await;
     node.shutdown().await?;
     Ok(())
@@ -177,8 +190,9 @@ async fn drive_with_progress(
         let active = match node {
             Some(node) => {
                 let stats = gridmesh_actors::node::shard_stats(&node.ctx).await;
+                let (head, _) = node.ctx.alert_feed.subscribe();
                 format!(
-                    "  active meters {}",
+                    "  active meters {}  alert changes {head}",
                     stats.iter().map(|s| s.active_meters).sum::<usize>()
                 )
             }
@@ -307,6 +321,46 @@ async fn print_grid_summary(target: &str, options: &LoadOptions) -> anyhow::Resu
             .last_reading
             .map_or("-".to_owned(), |r| format_ts(r.ts_ms))
     );
+    Ok(())
+}
+
+/// The alerts the grid rules raised, and whether each simulated event was caught.
+async fn print_alerts(target: &str, events: &[crate::sim::GridEvent]) -> anyhow::Result<()> {
+    let client = Client::connect(target).await?;
+    let alerts = client
+        .alerts()
+        .list_alerts(gridmesh_proto::v1::ListAlertsRequest {
+            limit: 10_000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner()
+        .alerts;
+    let mut by_kind: BTreeMap<&str, usize> = BTreeMap::new();
+    for a in &alerts {
+        *by_kind.entry(a.kind.as_str()).or_default() += 1;
+    }
+    println!("\nAlerts raised by the grid rules: {}", alerts.len());
+    for (kind, n) in &by_kind {
+        println!("  {kind:<22} {n:>6}");
+    }
+    if !events.is_empty() {
+        println!("Simulated grid events");
+        for e in events {
+            let caught = alerts.iter().find(|a| {
+                a.kind == e.expect_kind && (a.asset_id == e.asset || a.feeder_id == e.feeder)
+            });
+            let verdict = match caught {
+                Some(a) => format!("caught: {}", a.message),
+                None => format!("NOT caught (expected a {} alert)", e.expect_kind),
+            };
+            println!("  - {}\n      {verdict}", e.what);
+        }
+    }
+    println!("Newest alerts (gridmesh alerts list shows all):");
+    for a in alerts.iter().take(8) {
+        println!("  {}", crate::alerts_cli::line(a));
+    }
     Ok(())
 }
 

@@ -11,11 +11,33 @@
 //! power, timestamps from 1999, unknown meters, impossible voltages). The generator counts what
 //! it injected so a run can compare that with what the node reported.
 //!
+//! With anomalies on it also plays out four grid events the grid rules should catch (see
+//! [`GridEvent`]): an evening overload on `FDR-001`, a two-hour voltage sag on one
+//! transformer of `FDR-002`, a 90-minute outage of one transformer of `FDR-003` (last gasps,
+//! silence, power restores), and in runs of four days or more theft-like tampering on
+//! `FDR-004`, where a third of the meters under-report by 35 % (the feeder's energy balance
+//! shows the loss).
+//!
 //! Same seed, same configuration, same readings, on every machine.
 
-use gridmesh_proto::v1::{FeederInfo, MeterInfo, PhaseValues, Reading, ServiceType};
+use gridmesh_proto::v1::{
+    FeederInfo, MeterEventKind, MeterInfo, PhaseValues, Reading, ServiceType,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
+
+/// Distribution transformers per feeder.
+const TRANSFORMERS: usize = 8;
+
+/// The simulated grid events' places: feeder index, transformer index.
+const OVERLOAD_FEEDER: usize = 1;
+const SAG_AT: (usize, usize) = (2, 3);
+const OUTAGE_AT: (usize, usize) = (3, 1);
+const THEFT_FEEDER: usize = 4;
+
+fn transformer_id(feeder_id: &str, t: usize) -> String {
+    format!("{feeder_id}-T{t:02}")
+}
 
 /// Interval between readings, ms (15 minutes).
 pub const INTERVAL_MS: i64 = 15 * 60 * 1000;
@@ -65,6 +87,20 @@ impl SimConfig {
     }
 }
 
+/// A grid event the simulator plays out (with anomalies on), and what should catch it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GridEvent {
+    /// What happens, for the report.
+    pub what: String,
+    /// The alert kind the grid rules should raise.
+    pub expect_kind: &'static str,
+    /// The asset it should be raised on (a feeder or a transformer), or for per-meter rules
+    /// the feeder whose meters it concerns.
+    pub asset: String,
+    /// The feeder.
+    pub feeder: String,
+}
+
 /// What the generator injected on purpose.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Injected {
@@ -76,6 +112,8 @@ pub struct Injected {
     pub late: u64,
     /// Invalid readings.
     pub garbage: u64,
+    /// Readings a meter could not send while its transformer was out.
+    pub dark: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -88,6 +126,7 @@ enum Kind {
 struct SimMeter {
     id: String,
     feeder: usize,
+    transformer: usize,
     kind: Kind,
     scale: f64,
     pv_kwp: f64,
@@ -131,6 +170,7 @@ impl Generator {
                 SimMeter {
                     id: format!("MTR-{i:07}"),
                     feeder: i as usize % feeders_n,
+                    transformer: (i as usize / feeders_n) % TRANSFORMERS,
                     kind,
                     scale: if kind == Kind::Residential {
                         rng.random_range(0.5..2.0)
@@ -187,11 +227,7 @@ impl Generator {
         let customers = self.meters.iter().map(|m| MeterInfo {
             meter_id: m.id.clone(),
             feeder_id: self.feeders[m.feeder].feeder_id.clone(),
-            transformer_id: format!(
-                "{}-T{:02}",
-                self.feeders[m.feeder].feeder_id,
-                (m.id.len() + m.feeder) % 8
-            ),
+            transformer_id: transformer_id(&self.feeders[m.feeder].feeder_id, m.transformer),
             nominal_voltage_v: 230.0,
             service_type: match m.kind {
                 Kind::Residential => ServiceType::Residential,
@@ -208,6 +244,60 @@ impl Generator {
             has_pv: false,
         });
         customers.chain(heads).collect()
+    }
+
+    /// Day index of `ts_ms` in the run (0 = first simulated day).
+    fn day_of(&self, ts_ms: i64) -> i64 {
+        (ts_ms - 1 - self.config.start_ms).div_euclid(DAY_MS)
+    }
+
+    /// Hour of day of a reading stamped `ts_ms` (the interval's middle).
+    fn hour_of(ts_ms: i64) -> f64 {
+        (ts_ms.rem_euclid(DAY_MS) as f64 - INTERVAL_MS as f64 / 2.0) / 3_600_000.0
+    }
+
+    /// The grid events this run plays out (none without anomalies).
+    pub fn grid_events(&self) -> Vec<GridEvent> {
+        let feeder = |f: usize| self.feeders.get(f).map(|f| f.feeder_id.clone());
+        if !self.config.anomalies {
+            return Vec::new();
+        }
+        let mut events = Vec::new();
+        if let Some(f) = feeder(OVERLOAD_FEEDER) {
+            events.push(GridEvent {
+                what: format!("{f}: load x1.8 from 17:00 to 21:00 on the last day"),
+                expect_kind: "overload",
+                asset: f.clone(),
+                feeder: f,
+            });
+        }
+        if let Some(f) = feeder(SAG_AT.0) {
+            let t = transformer_id(&f, SAG_AT.1);
+            events.push(GridEvent {
+                what: format!("{t}: voltage at 0.88 pu from 10:00 to 12:00 on the first day"),
+                expect_kind: "undervoltage",
+                asset: t,
+                feeder: f,
+            });
+        }
+        if let Some(f) = feeder(OUTAGE_AT.0) {
+            let t = transformer_id(&f, OUTAGE_AT.1);
+            events.push(GridEvent {
+                what: format!("{t}: outage from 02:00 to 03:30 on the last day"),
+                expect_kind: "outage",
+                asset: t,
+                feeder: f,
+            });
+        }
+        if let Some(f) = feeder(THEFT_FEEDER).filter(|_| self.config.days >= 4) {
+            events.push(GridEvent {
+                what: format!("{f}: a third of the meters under-report their energy by 35 %"),
+                expect_kind: "energy_loss",
+                asset: f.clone(),
+                feeder: f,
+            });
+        }
+        events
     }
 
     /// Simulated time of the interval the next call generates.
@@ -235,14 +325,37 @@ impl Generator {
                 net_w.max(0.0) / 1000.0 / self.feeders[m.feeder].rating_kva;
         }
         for i in 0..self.meters.len() {
-            let reading = self.meter_reading(
+            let mut reading = self.meter_reading(
                 i,
                 ts_ms,
                 loads[i],
                 feeder_load_fraction[self.meters[i].feeder],
             );
-            feeder_import_wh[self.meters[i].feeder] +=
-                reading.interval_energy_import_wh.unwrap_or(0.0);
+            let phase = self.outage_phase(i, ts_ms);
+            if matches!(phase, OutagePhase::None | OutagePhase::Restore) {
+                // The head meter measures the net flow the meters really drew (nothing while
+                // dark; PV export offsets import).
+                feeder_import_wh[self.meters[i].feeder] +=
+                    reading.interval_energy_import_wh.unwrap_or(0.0)
+                        - reading.interval_energy_export_wh.unwrap_or(0.0);
+            }
+            match phase {
+                OutagePhase::None => {}
+                OutagePhase::LastGasp => {
+                    reading = Reading {
+                        meter_id: reading.meter_id,
+                        ts_ms: ts_ms - INTERVAL_MS + 60_000,
+                        events: vec![MeterEventKind::LastGasp as i32],
+                        ..Reading::default()
+                    };
+                }
+                OutagePhase::Dark => {
+                    self.injected.dark += 1;
+                    continue;
+                }
+                OutagePhase::Restore => reading.events.push(MeterEventKind::PowerRestore as i32),
+            }
+            self.tamper(i, ts_ms, &mut reading);
             self.route(reading, &mut out);
         }
         for (f, import_wh) in feeder_import_wh.into_iter().enumerate() {
@@ -254,6 +367,41 @@ impl Generator {
         }
         self.tick += 1;
         Some(out)
+    }
+
+    /// Where meter `i` is in the simulated outage at `ts_ms`.
+    fn outage_phase(&self, i: usize, ts_ms: i64) -> OutagePhase {
+        let m = &self.meters[i];
+        let last_day = self.day_of(ts_ms) + 1 == i64::from(self.config.days);
+        if !self.config.anomalies || !last_day || (m.feeder, m.transformer) != OUTAGE_AT {
+            return OutagePhase::None;
+        }
+        let minutes = (ts_ms - 1).rem_euclid(DAY_MS) / 60_000;
+        match minutes {
+            // The interval 02:00-02:15: a last gasp at 02:01, then nothing.
+            120..=134 => OutagePhase::LastGasp,
+            135..=209 => OutagePhase::Dark,
+            // The reading at 03:45 carries the restore.
+            210..=224 => OutagePhase::Restore,
+            _ => OutagePhase::None,
+        }
+    }
+
+    /// Theft-like under-reporting: a third of `FDR-004`'s meters report 65 % of their energy
+    /// (runs of 4 days or more, so that the energy balance can see it sustained).
+    fn tamper(&self, i: usize, ts_ms: i64, reading: &mut Reading) {
+        let m = &self.meters[i];
+        if !self.config.anomalies
+            || self.config.days < 4
+            || m.feeder != THEFT_FEEDER
+            || !i.is_multiple_of(3)
+            || ts_ms <= self.config.start_ms
+        {
+            return;
+        }
+        if let Some(wh) = reading.interval_energy_import_wh.as_mut() {
+            *wh = (*wh * 0.65).round();
+        }
     }
 
     /// (net active power W, reactive power var) of meter `i` at `ts_ms`.
@@ -273,7 +421,15 @@ impl Generator {
             }
         };
         let noise = 1.0 + 0.15 * (self.rng.random::<f64>() - 0.5) * 2.0;
-        let load_w = shape * m.scale * noise;
+        let mut load_w = shape * m.scale * noise;
+        if self.config.anomalies
+            && m.feeder == OVERLOAD_FEEDER
+            && self.day_of(ts_ms) + 1 == i64::from(self.config.days)
+            && (17.0..21.0).contains(&hour)
+        {
+            // A heat wave evening: every air conditioner on the feeder at once.
+            load_w *= 1.8;
+        }
         let sun = (std::f64::consts::PI * (hour - 6.0) / 12.0).sin().max(0.0);
         let pv_w = m.pv_kwp * 1000.0 * sun * self.cloudiness * self.rng.random_range(0.85..1.0);
         (load_w - pv_w, 0.3 * load_w)
@@ -294,7 +450,14 @@ impl Generator {
         let m = &mut self.meters[i];
         m.import_register_wh += import_wh;
         m.export_register_wh += export_wh;
-        let base_v = 230.0 * (1.0 + 0.03 * (0.5 - feeder_load));
+        let mut base_v = 230.0 * (1.0 + 0.03 * (0.5 - feeder_load));
+        let sagging = self.config.anomalies
+            && (m.feeder, m.transformer) == SAG_AT
+            && (ts_ms - 1 - self.config.start_ms).div_euclid(DAY_MS) == 0
+            && (10.0..12.0).contains(&Self::hour_of(ts_ms));
+        if sagging {
+            base_v = 230.0 * 0.88;
+        }
         let mut volt = || (base_v + self.rng.random_range(-2.0..2.0) * 1.5).max(0.0);
         let voltage_v = match m.kind {
             Kind::Residential => PhaseValues {
@@ -338,9 +501,15 @@ impl Generator {
         }
     }
 
-    fn head_reading(&mut self, f: usize, ts_ms: i64, customer_import_wh: f64) -> Reading {
-        let losses = 1.0 + self.rng.random_range(0.02..0.05);
-        let import_wh = (customer_import_wh * losses).round();
+    /// The feeder head's reading: the customers' net flow plus line losses (2-5 %), import
+    /// or, when PV export wins, export.
+    fn head_reading(&mut self, f: usize, ts_ms: i64, customer_net_wh: f64) -> Reading {
+        let losses = self.rng.random_range(0.02..0.05);
+        let (import_wh, export_wh) = if customer_net_wh >= 0.0 {
+            ((customer_net_wh * (1.0 + losses)).round(), 0.0)
+        } else {
+            (0.0, (-customer_net_wh * (1.0 - losses)).round())
+        };
         let (id, register) = &mut self.heads[f];
         *register += import_wh;
         Reading {
@@ -348,7 +517,8 @@ impl Generator {
             ts_ms,
             energy_import_register_wh: Some(*register),
             interval_energy_import_wh: Some(import_wh),
-            active_power_w: Some((import_wh * 4.0).round()),
+            interval_energy_export_wh: Some(export_wh),
+            active_power_w: Some(((import_wh - export_wh) * 4.0).round()),
             ..Reading::default()
         }
     }
@@ -432,6 +602,15 @@ impl Generator {
     }
 }
 
+/// A meter's place in the simulated outage.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OutagePhase {
+    None,
+    LastGasp,
+    Dark,
+    Restore,
+}
+
 fn bell(x: f64, centre: f64, width: f64) -> f64 {
     (-((x - centre) / width).powi(2)).exp()
 }
@@ -502,12 +681,12 @@ mod tests {
         }
         let i = generator.injected;
         assert!(
-            i.gaps > 0 && i.duplicates > 0 && i.late > 0 && i.garbage > 0,
+            i.gaps > 0 && i.duplicates > 0 && i.late > 0 && i.garbage > 0 && i.dark > 0,
             "{i:?}"
         );
         assert_eq!(
             sent,
-            config(true).expected_readings() - i.gaps + i.duplicates + i.garbage
+            config(true).expected_readings() - i.gaps - i.dark + i.duplicates + i.garbage
         );
     }
 }
