@@ -27,14 +27,15 @@ use gridmesh_proto::internal::{
     ReplicaStatus, ReplicaStatusRequest, alert_command, cluster_reply, cluster_request,
 };
 use gridmesh_proto::v1::{
-    AcknowledgeAlertRequest, Alert, DeadLetterInfo, DrainNodeRequest, DrainNodeResponse,
-    GetFeederLoadRequest, GetFeederLoadResponse, GetForecastRequest, GetForecastResponse,
-    GetMeterStatusRequest, GetNodeStatsRequest, GetReadingsRequest, GetReadingsResponse,
-    GetReplicaStatusRequest, GetReplicaStatusResponse, ImportTopologyRequest,
-    ImportTopologyResponse, ListAlertsRequest, ListAlertsResponse, ListDeadLettersRequest,
-    ListDeadLettersResponse, MeterStatus, NodeStats, PushAck, Reading, ReadingBatch, RejectReason,
-    Rejection, RepairRequest, RepairResponse, ReplayDeadLettersRequest, ReplayDeadLettersResponse,
-    ReplicaCopy, ReplicaNodeStatus, Resolution, ResolveAlertRequest, ShardReplicas,
+    AcknowledgeAlertRequest, Alert, DeadLetterInfo, DrainNodeRequest, DrainNodeResponse, FeederDay,
+    GetAggregatesRequest, GetAggregatesResponse, GetFeederLoadRequest, GetFeederLoadResponse,
+    GetForecastRequest, GetForecastResponse, GetMeterStatusRequest, GetNodeStatsRequest,
+    GetReadingsRequest, GetReadingsResponse, GetReplicaStatusRequest, GetReplicaStatusResponse,
+    ImportTopologyRequest, ImportTopologyResponse, ListAlertsRequest, ListAlertsResponse,
+    ListDeadLettersRequest, ListDeadLettersResponse, MeterDay, MeterMonth, MeterStatus, NodeStats,
+    PushAck, Reading, ReadingBatch, RejectReason, Rejection, RepairRequest, RepairResponse,
+    ReplayDeadLettersRequest, ReplayDeadLettersResponse, ReplicaCopy, ReplicaNodeStatus,
+    Resolution, ResolveAlertRequest, ShardReplicas, TouEnergy,
 };
 use tonic::{Code, Status};
 
@@ -601,6 +602,146 @@ impl Api {
             30_000
         )
         .map_err(|_| status::actor_unavailable("the notifier"))
+    }
+
+    /// Daily aggregates and monthly billing determinants of a meter, or a feeder's daily
+    /// peaks, recomputed from the stored 15-minute data (cluster-wide) for the range.
+    pub async fn get_aggregates(
+        &self,
+        req: GetAggregatesRequest,
+    ) -> Result<GetAggregatesResponse, Status> {
+        use gridmesh_analytics::aggregate::{self, IntervalEnergy};
+        const MAX_DAYS: i64 = 400;
+        let span = req.to_ts_ms.saturating_sub(req.from_ts_ms);
+        if span <= 0 || span > MAX_DAYS * 86_400_000 {
+            return Err(Status::invalid_argument(format!(
+                "[from_ts_ms, to_ts_ms) must be non-empty and at most {MAX_DAYS} days"
+            )));
+        }
+        let calendar = self
+            .ctx
+            .config
+            .analytics
+            .tariff_calendar()
+            .map_err(|e| status::internal(&e))?;
+        let quarter = crate::buckets::MIN15_MS;
+        let date = |d: gridmesh_analytics::time::CivilDate| {
+            format!("{:04}-{:02}-{:02}", d.year, d.month, d.day)
+        };
+        match (req.meter_id.is_empty(), req.feeder_id.is_empty()) {
+            (false, true) => {
+                let readings = self
+                    .get_readings(GetReadingsRequest {
+                        meter_id: req.meter_id.clone(),
+                        from_ts_ms: req.from_ts_ms,
+                        to_ts_ms: req.to_ts_ms,
+                        resolution: Resolution::QuarterHour as i32,
+                        limit: (MAX_DAYS * 96) as u32,
+                        local_only: false,
+                    })
+                    .await?;
+                let intervals: Vec<IntervalEnergy> = readings
+                    .intervals
+                    .iter()
+                    .map(|i| IntervalEnergy {
+                        start_ts_ms: i.start_ts_ms,
+                        import_wh: i.energy_import_wh,
+                        export_wh: i.energy_export_wh,
+                    })
+                    .collect();
+                let buckets = calendar.buckets().to_vec();
+                let tou = |import: &[f64], export: &[f64], demand: Option<&[f64]>| {
+                    buckets
+                        .iter()
+                        .enumerate()
+                        .map(|(b, name)| TouEnergy {
+                            bucket: name.clone(),
+                            import_wh: import.get(b).copied().unwrap_or(0.0),
+                            export_wh: export.get(b).copied().unwrap_or(0.0),
+                            max_demand_w: demand.and_then(|d| d.get(b).copied()).unwrap_or(0.0),
+                        })
+                        .collect::<Vec<_>>()
+                };
+                let days = aggregate::daily_meter(&intervals, quarter, &calendar)
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .into_iter()
+                    .map(|d| MeterDay {
+                        date: date(d.date),
+                        intervals: d.intervals,
+                        expected_intervals: d.expected_intervals,
+                        import_wh: d.import_wh,
+                        export_wh: d.export_wh,
+                        max_demand_w: d.max_demand.map_or(0.0, |m| m.0),
+                        max_demand_ts_ms: d.max_demand.map_or(0, |m| m.1),
+                        load_factor: d.load_factor.unwrap_or(0.0),
+                        tou: tou(&d.tou_import_wh, &d.tou_export_wh, None),
+                    })
+                    .collect();
+                let months = aggregate::monthly_billing(&intervals, quarter, &calendar)
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .into_iter()
+                    .map(|m| MeterMonth {
+                        year: m.year,
+                        month: u32::from(m.month),
+                        days: m.days,
+                        intervals: m.intervals,
+                        import_wh: m.import_wh,
+                        export_wh: m.export_wh,
+                        max_demand_w: m.max_demand.map_or(0.0, |x| x.0),
+                        max_demand_ts_ms: m.max_demand.map_or(0, |x| x.1),
+                        load_factor: m.load_factor.unwrap_or(0.0),
+                        tou: tou(
+                            &m.tou_import_wh,
+                            &m.tou_export_wh,
+                            Some(&m.tou_max_demand_w),
+                        ),
+                    })
+                    .collect();
+                Ok(GetAggregatesResponse {
+                    days,
+                    months,
+                    feeder_days: Vec::new(),
+                    unavailable_nodes: readings.unavailable_nodes,
+                })
+            }
+            (true, false) => {
+                let load = self
+                    .get_feeder_load(GetFeederLoadRequest {
+                        feeder_id: req.feeder_id.clone(),
+                        from_ts_ms: req.from_ts_ms,
+                        to_ts_ms: req.to_ts_ms,
+                        resolution: Resolution::QuarterHour as i32,
+                    })
+                    .await?;
+                let loads: Vec<(i64, f64)> = load
+                    .intervals
+                    .iter()
+                    .map(|i| (i.start_ts_ms, i.customer_mean_load_w))
+                    .collect();
+                let feeder_days = aggregate::feeder_daily_peaks(&loads, quarter, calendar.offset())
+                    .map_err(|e| Status::internal(e.to_string()))?
+                    .into_iter()
+                    .map(|d| FeederDay {
+                        date: date(d.date),
+                        intervals: d.intervals,
+                        peak_w: d.peak.0,
+                        peak_ts_ms: d.peak.1,
+                        min_w: d.min_w,
+                        energy_wh: d.energy_wh,
+                        load_factor: d.load_factor.unwrap_or(0.0),
+                    })
+                    .collect();
+                Ok(GetAggregatesResponse {
+                    feeder_days,
+                    unavailable_nodes: load.unavailable_nodes,
+                    ..GetAggregatesResponse::default()
+                })
+            }
+            _ => Err(Status::invalid_argument(
+                "name exactly one of meter_id (daily and monthly aggregates) or feeder_id \
+                 (daily peaks)",
+            )),
+        }
     }
 
     /// A feeder's latest forecast, from the feeder's owner (its rules run there).

@@ -359,6 +359,11 @@ pub struct AnalyticsConfig {
     /// Minutes east of UTC that define local days (energy balance, daily aggregates).
     /// Default 0.
     pub utc_offset_minutes: i32,
+    /// Time-of-use calendar for daily aggregates and billing determinants
+    /// (`[[analytics.tariff]]`): periods with a bucket name, optional months (1-12) and
+    /// weekdays (`Mon` … `Sun`), and `start_minute`..`end_minute` of the local day. Every
+    /// minute of every day must be in exactly one period. Default: one `flat` bucket.
+    pub tariff: Vec<gridmesh_analytics::tariff::TouPeriod>,
 }
 
 /// Alert lifecycle.
@@ -569,6 +574,13 @@ impl Default for AnalyticsConfig {
             anomaly_z_threshold: 10.0,
             forecast_training_weeks: 12,
             utc_offset_minutes: 0,
+            tariff: vec![gridmesh_analytics::tariff::TouPeriod {
+                bucket: "flat".to_owned(),
+                months: Vec::new(),
+                weekdays: Vec::new(),
+                start_minute: 0,
+                end_minute: 1440,
+            }],
         }
     }
 }
@@ -647,7 +659,18 @@ impl AnalyticsConfig {
                 return invalid(format!("{key} must be more than 0s"));
             }
         }
-        Ok(())
+        self.tariff_calendar()
+            .map(|_| ())
+            .map_err(|e| ConfigError::Invalid(format!("analytics.tariff: {e}")))
+    }
+
+    /// The validated time-of-use calendar.
+    pub fn tariff_calendar(
+        &self,
+    ) -> Result<gridmesh_analytics::tariff::TariffCalendar, gridmesh_analytics::AnalyticsError>
+    {
+        let offset = gridmesh_analytics::time::LocalOffset::new(self.utc_offset_minutes)?;
+        gridmesh_analytics::tariff::TariffCalendar::new(offset, &self.tariff, [])
     }
 }
 

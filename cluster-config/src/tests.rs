@@ -215,3 +215,20 @@ fn seeds_can_be_given_in_the_environment() {
     assert!(config.cluster.enabled);
     assert_eq!(config.cluster.seeds.len(), 2);
 }
+
+#[test]
+fn tariff_calendars_with_overlaps_or_gaps_are_refused() {
+    let mut config = Config::default();
+    config.analytics.tariff[0].end_minute = 1000;
+    let err = config.validate().expect_err("a gap from 16:40 to midnight");
+    assert!(err.to_string().contains("analytics.tariff"), "{err}");
+
+    let mut config = Config::default();
+    let mut peak = config.analytics.tariff[0].clone();
+    peak.bucket = "peak".into();
+    peak.start_minute = 1020;
+    peak.end_minute = 1260;
+    config.analytics.tariff.push(peak);
+    let err = config.validate().expect_err("peak overlaps flat");
+    assert!(err.to_string().contains("analytics.tariff"), "{err}");
+}

@@ -83,6 +83,17 @@ pub enum QueryCommand {
         #[command(flatten)]
         range: RangeArgs,
     },
+    /// Daily aggregates and monthly billing determinants of a meter, or daily peaks of a
+    /// feeder (give the id of either; feeders start with the feeder prefix you registered).
+    Aggregates {
+        /// Meter id (or, with --feeder, a feeder id).
+        id: String,
+        /// The id is a feeder: show its daily peaks.
+        #[arg(long)]
+        feeder: bool,
+        #[command(flatten)]
+        range: RangeArgs,
+    },
     /// The feeder's latest day-ahead load forecast (hourly means of the 15-minute values).
     Forecast {
         /// Feeder id.
@@ -433,6 +444,85 @@ pub async fn run_query(command: QueryCommand) -> anyhow::Result<()> {
         }
         QueryCommand::Readings { meter, range } => query_readings(meter, range).await,
         QueryCommand::Feeder { feeder, range } => query_feeder(feeder, range).await,
+        QueryCommand::Aggregates { id, feeder, range } => {
+            let (from, to) = time_range(&range)?;
+            let client = Client::connect(&range.target).await?;
+            let (meter_id, feeder_id) = if feeder {
+                (String::new(), id)
+            } else {
+                (id, String::new())
+            };
+            let a = client
+                .query()
+                .get_aggregates(gridmesh_proto::v1::GetAggregatesRequest {
+                    meter_id,
+                    feeder_id,
+                    from_ts_ms: from,
+                    to_ts_ms: to,
+                })
+                .await?
+                .into_inner();
+            if feeder {
+                println!(
+                    "{:<10} {:>9} {:>12} {:>17} {:>12} {:>6}",
+                    "DATE", "INTERVALS", "PEAK kW", "AT", "ENERGY kWh", "LF"
+                );
+                for d in &a.feeder_days {
+                    println!(
+                        "{:<10} {:>9} {:>12.1} {:>17} {:>12.1} {:>6.2}",
+                        d.date,
+                        d.intervals,
+                        d.peak_w / 1000.0,
+                        format_ts(d.peak_ts_ms),
+                        d.energy_wh / 1000.0,
+                        d.load_factor
+                    );
+                }
+            } else {
+                println!(
+                    "{:<10} {:>9} {:>12} {:>12} {:>12} {:>6}  TIME-OF-USE kWh",
+                    "DATE", "INTERVALS", "IMPORT kWh", "EXPORT kWh", "MAX kW", "LF"
+                );
+                for d in &a.days {
+                    let tou: Vec<String> = d
+                        .tou
+                        .iter()
+                        .map(|t| format!("{} {:.2}", t.bucket, t.import_wh / 1000.0))
+                        .collect();
+                    println!(
+                        "{:<10} {:>5}/{:<3} {:>12.2} {:>12.2} {:>12.2} {:>6.2}  {}",
+                        d.date,
+                        d.intervals,
+                        d.expected_intervals,
+                        d.import_wh / 1000.0,
+                        d.export_wh / 1000.0,
+                        d.max_demand_w / 1000.0,
+                        d.load_factor,
+                        tou.join(", ")
+                    );
+                }
+                for m in &a.months {
+                    println!(
+                        "month {}-{:02}: {} days, import {:.1} kWh, export {:.1} kWh, max demand \
+                         {:.2} kW at {}",
+                        m.year,
+                        m.month,
+                        m.days,
+                        m.import_wh / 1000.0,
+                        m.export_wh / 1000.0,
+                        m.max_demand_w / 1000.0,
+                        format_ts(m.max_demand_ts_ms)
+                    );
+                }
+            }
+            if !a.unavailable_nodes.is_empty() {
+                println!(
+                    "may be incomplete: {:?} did not answer",
+                    a.unavailable_nodes
+                );
+            }
+            Ok(())
+        }
         QueryCommand::Forecast { feeder, target } => {
             let client = Client::connect(&target).await?;
             let f = client

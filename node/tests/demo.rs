@@ -17,7 +17,10 @@ fn the_demo_catches_every_simulated_grid_event() {
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(stdout.contains("Alerts raised by the grid rules"), "{stdout}");
+    assert!(
+        stdout.contains("Alerts raised by the grid rules"),
+        "{stdout}"
+    );
     let caught = stdout.matches("caught: ").count() - stdout.matches("NOT caught").count();
     assert_eq!(stdout.matches("NOT caught").count(), 0, "{stdout}");
     assert_eq!(caught, 4, "{stdout}");

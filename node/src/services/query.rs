@@ -4,8 +4,9 @@
 use gridmesh_actors::api::Api;
 use gridmesh_proto::v1::query_service_server::QueryService;
 use gridmesh_proto::v1::{
-    GetFeederLoadRequest, GetFeederLoadResponse, GetForecastRequest, GetForecastResponse,
-    GetMeterStatusRequest, GetReadingsRequest, GetReadingsResponse, MeterStatus,
+    GetAggregatesRequest, GetAggregatesResponse, GetFeederLoadRequest, GetFeederLoadResponse,
+    GetForecastRequest, GetForecastResponse, GetMeterStatusRequest, GetReadingsRequest,
+    GetReadingsResponse, MeterStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -60,6 +61,16 @@ impl QueryService for QueryApi {
     ) -> Result<Response<GetForecastResponse>, Status> {
         self.api
             .get_forecast(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_aggregates(
+        &self,
+        request: Request<GetAggregatesRequest>,
+    ) -> Result<Response<GetAggregatesResponse>, Status> {
+        self.api
+            .get_aggregates(request.into_inner())
             .await
             .map(Response::new)
     }
