@@ -4,6 +4,7 @@
 //! NodeSupervisor (one_for_one; escalation = the process exits non-zero)
 //! ├── ShardSupervisor × shards ── MeterActor × active meters
 //! ├── FeederSupervisor ────────── FeederActor × active feeders
+//! ├── SessionSupervisor ───────── SessionActor × sessions owned here (with an auth layer)
 //! ├── GatewayActor                 cluster-visible entry point   (cluster mode only)
 //! ├── MembershipActor ── NodeServer (ractor_cluster)            (cluster mode only)
 //! └── ReplicatorActor              hinted handoff, anti-entropy   (cluster mode only)
@@ -31,6 +32,7 @@ use crate::context::NodeContext;
 use crate::feeder::{FeederSupervisor, FeederSupervisorMsg};
 use crate::repair::ReplicatorActor;
 use crate::restart::{RestartBudget, RestartDecision};
+use crate::session::SessionSupervisor;
 use crate::shard::{ShardArgs, ShardMsg, ShardStats, ShardSupervisor};
 
 /// Messages of the node supervisor. Local only.
@@ -46,6 +48,8 @@ pub enum NodeMsg {
     StartMembership,
     /// Start (again) the replicator.
     StartReplicator,
+    /// Start (again) the session supervisor.
+    StartSessions,
     /// Restarts per child so far (for tests and admin).
     Restarts(RpcReplyPort<u64>),
 }
@@ -58,6 +62,7 @@ enum Child {
     Gateway,
     Membership,
     Replicator,
+    Sessions,
 }
 
 /// The root supervisor.
@@ -92,6 +97,9 @@ impl Actor for NodeSupervisor {
         for shard in 0..state.ctx.config.actors.shards {
             state.start_shard(&myself, shard).await?;
         }
+        if state.ctx.auth().is_some() {
+            state.start_sessions(&myself).await?;
+        }
         if state.ctx.config.cluster.enabled {
             state.start_gateway(&myself).await?;
             state.start_membership(&myself).await?;
@@ -112,6 +120,7 @@ impl Actor for NodeSupervisor {
             NodeMsg::StartGateway => s.start_gateway(&myself).await,
             NodeMsg::StartMembership => s.start_membership(&myself).await,
             NodeMsg::StartReplicator => s.start_replicator(&myself).await,
+            NodeMsg::StartSessions => s.start_sessions(&myself).await,
             NodeMsg::Restarts(reply) => {
                 let _ = reply.send(s.restarts);
                 Ok(())
@@ -206,6 +215,22 @@ impl NodeState {
         Ok(())
     }
 
+    async fn start_sessions(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let auth = self
+            .ctx
+            .auth()
+            .ok_or("the session supervisor needs the auth layer")?
+            .clone();
+        let args = (self.ctx.clone(), auth);
+        let (actor, _) =
+            Actor::spawn_linked(None, SessionSupervisor, args, myself.get_cell()).await?;
+        self.children.insert(actor.get_id(), Child::Sessions);
+        Ok(())
+    }
+
     fn child_down(
         &mut self,
         myself: &ActorRef<NodeMsg>,
@@ -225,6 +250,7 @@ impl NodeState {
             Child::Gateway => "gateway",
             Child::Membership => "membership",
             Child::Replicator => "replicator",
+            Child::Sessions => "session_supervisor",
         };
         metrics::counter!("gridmesh_actor_failures_total", "kind" => kind).increment(1);
         let actors = &self.ctx.config.actors;
@@ -241,6 +267,7 @@ impl NodeState {
                     Child::Gateway => NodeMsg::StartGateway,
                     Child::Membership => NodeMsg::StartMembership,
                     Child::Replicator => NodeMsg::StartReplicator,
+                    Child::Sessions => NodeMsg::StartSessions,
                 };
                 if after.is_zero() {
                     myself.cast(msg)?;
