@@ -2,6 +2,7 @@
 //! actor system or the store, and maps errors through [`crate::status`].
 
 pub mod admin;
+pub mod auth;
 pub mod ingest;
 pub mod query;
 pub mod registry;

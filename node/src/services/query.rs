@@ -1,5 +1,5 @@
 //! `QueryService`: readings, meter status and feeder load, answered by the owners of the data
-//! wherever the call arrives.
+//! wherever the call arrives. Feeder scope applies to every method (see [`crate::scope`]).
 
 use gridmesh_actors::api::Api;
 use gridmesh_proto::v1::query_service_server::QueryService;
@@ -8,6 +8,9 @@ use gridmesh_proto::v1::{
     GetReadingsResponse, MeterStatus,
 };
 use tonic::{Request, Response, Status};
+
+use crate::authn::principal;
+use crate::scope;
 
 /// The query service.
 #[derive(Debug, Clone)]
@@ -28,6 +31,8 @@ impl QueryService for QueryApi {
         &self,
         request: Request<GetReadingsRequest>,
     ) -> Result<Response<GetReadingsResponse>, Status> {
+        let me = principal(&request)?;
+        scope::meter(self.api.ctx(), &me, &request.get_ref().meter_id).await?;
         self.api
             .get_readings(request.into_inner())
             .await
@@ -38,6 +43,8 @@ impl QueryService for QueryApi {
         &self,
         request: Request<GetMeterStatusRequest>,
     ) -> Result<Response<MeterStatus>, Status> {
+        let me = principal(&request)?;
+        scope::meter(self.api.ctx(), &me, &request.get_ref().meter_id).await?;
         self.api
             .get_meter_status(request.into_inner())
             .await
@@ -48,6 +55,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<GetFeederLoadRequest>,
     ) -> Result<Response<GetFeederLoadResponse>, Status> {
+        scope::feeder(&principal(&request)?, &request.get_ref().feeder_id)?;
         self.api
             .get_feeder_load(request.into_inner())
             .await
