@@ -22,24 +22,28 @@ use std::sync::Arc;
 
 use gridmesh_proto::ids::{check_feeder_id, check_meter_id};
 use gridmesh_proto::internal::{
-    ClusterReply, ClusterRequest, FeederShare, FeederShareRequest, LocalReadings,
-    LocalReadingsRequest, RegistryPage, RegistryPageRequest, RepairReply, ReplicaStatus,
-    ReplicaStatusRequest, cluster_reply, cluster_request,
+    AlertCommand, AlertPage, ClusterReply, ClusterRequest, Done, FeederShare, FeederShareRequest,
+    LocalReadings, LocalReadingsRequest, RegistryPage, RegistryPageRequest, RepairReply,
+    ReplicaStatus, ReplicaStatusRequest, alert_command, cluster_reply, cluster_request,
 };
 use gridmesh_proto::v1::{
-    DrainNodeRequest, DrainNodeResponse, GetFeederLoadRequest, GetFeederLoadResponse,
+    AcknowledgeAlertRequest, Alert, DeadLetterInfo, DrainNodeRequest, DrainNodeResponse,
+    GetFeederLoadRequest, GetFeederLoadResponse, GetForecastRequest, GetForecastResponse,
     GetMeterStatusRequest, GetNodeStatsRequest, GetReadingsRequest, GetReadingsResponse,
     GetReplicaStatusRequest, GetReplicaStatusResponse, ImportTopologyRequest,
-    ImportTopologyResponse, MeterStatus, NodeStats, PushAck, Reading, ReadingBatch, RejectReason,
-    Rejection, RepairRequest, RepairResponse, ReplicaCopy, ReplicaNodeStatus, Resolution,
-    ShardReplicas,
+    ImportTopologyResponse, ListAlertsRequest, ListAlertsResponse, ListDeadLettersRequest,
+    ListDeadLettersResponse, MeterStatus, NodeStats, PushAck, Reading, ReadingBatch, RejectReason,
+    Rejection, RepairRequest, RepairResponse, ReplayDeadLettersRequest, ReplayDeadLettersResponse,
+    ReplicaCopy, ReplicaNodeStatus, Resolution, ResolveAlertRequest, ShardReplicas,
 };
 use tonic::{Code, Status};
 
+use crate::alerts::{AlertError, AlertMsg};
 use crate::cluster::gateway::LocalHandler;
 use crate::cluster::runtime::MembershipMsg;
 use crate::cluster::{ForwardError, Owner, error_reply, into_result, ok_reply};
 use crate::context::{Counters, NodeContext};
+use crate::feeder::FeederSupervisorMsg;
 use crate::ingest::{Admission, IngestError, IngestPipeline};
 use crate::membership::MemberState;
 use crate::node::{active_feeders, shard_stats};
@@ -497,6 +501,169 @@ impl Api {
         .await
     }
 
+    /// Dead letters of one node or every reachable one.
+    pub async fn dead_letters(
+        &self,
+        req: ListDeadLettersRequest,
+    ) -> Result<ListDeadLettersResponse, Status> {
+        let me = self.ctx.cluster.name().to_owned();
+        let mut response = ListDeadLettersResponse::default();
+        if req.node.is_empty() || req.node == me {
+            response.letters = self.local_dead_letters(req.limit).await?.letters;
+        }
+        let peers: Vec<String> = if req.node.is_empty() {
+            self.ctx.cluster.reachable_peers()
+        } else if req.node != me {
+            vec![req.node.clone()]
+        } else {
+            Vec::new()
+        };
+        for node in peers {
+            match self
+                .forward(&node, cluster_request::Call::DeadLetters(req.clone()))
+                .await
+            {
+                Ok(cluster_reply::Reply::DeadLetters(r)) => response.letters.extend(r.letters),
+                Ok(_) | Err(_) => response.unavailable.push(node),
+            }
+        }
+        Ok(response)
+    }
+
+    async fn local_dead_letters(&self, limit: u32) -> Result<ListDeadLettersResponse, Status> {
+        let limit = match limit {
+            0 => 1000,
+            n => n.min(100_000),
+        } as usize;
+        let ctx = self.ctx.clone();
+        blocking(move || {
+            let node = ctx.cluster.name().to_owned();
+            let letters = crate::notify::dead_letters(&ctx.store, limit)
+                .map_err(|e| status::internal(&e))?
+                .into_iter()
+                .map(|(id, d)| DeadLetterInfo {
+                    node: node.clone(),
+                    id,
+                    sink: d.sink,
+                    alert_id: d.alert_id,
+                    event: d.event,
+                    attempts: d.attempts,
+                    last_error: d.last_error,
+                    failed_at_ms: d.failed_at_ms,
+                })
+                .collect();
+            Ok(ListDeadLettersResponse {
+                letters,
+                unavailable: Vec::new(),
+            })
+        })
+        .await
+    }
+
+    /// Replays dead letters on one node or every reachable one.
+    pub async fn replay_dead_letters(
+        &self,
+        req: ReplayDeadLettersRequest,
+    ) -> Result<ReplayDeadLettersResponse, Status> {
+        let me = self.ctx.cluster.name().to_owned();
+        let mut response = ReplayDeadLettersResponse::default();
+        if req.node.is_empty() || req.node == me {
+            response.queued += self.local_replay(req.sink.clone()).await?;
+        }
+        let peers: Vec<String> = if req.node.is_empty() {
+            self.ctx.cluster.reachable_peers()
+        } else if req.node != me {
+            vec![req.node.clone()]
+        } else {
+            Vec::new()
+        };
+        for node in peers {
+            match self
+                .forward(&node, cluster_request::Call::ReplayDeadLetters(req.clone()))
+                .await
+            {
+                Ok(cluster_reply::Reply::ReplayDeadLetters(r)) => response.queued += r.queued,
+                Ok(_) | Err(_) => response.unavailable.push(node),
+            }
+        }
+        Ok(response)
+    }
+
+    async fn local_replay(&self, sink: String) -> Result<u64, Status> {
+        let notifier = self
+            .ctx
+            .notifier()
+            .ok_or_else(|| status::actor_unavailable("the notifier"))?;
+        let sink = (!sink.is_empty()).then_some(sink);
+        ractor::call_t!(
+            notifier,
+            |reply| crate::notify::NotifyMsg::Replay { sink, reply },
+            30_000
+        )
+        .map_err(|_| status::actor_unavailable("the notifier"))
+    }
+
+    /// A feeder's latest forecast, from the feeder's owner (its rules run there).
+    pub async fn get_forecast(
+        &self,
+        req: GetForecastRequest,
+    ) -> Result<GetForecastResponse, Status> {
+        check_feeder_id(&req.feeder_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        match self.ctx.cluster.owner_of(&req.feeder_id) {
+            Owner::Remote(node) => match self
+                .forward(&node, cluster_request::Call::GetForecast(req))
+                .await?
+            {
+                cluster_reply::Reply::GetForecast(r) => Ok(r),
+                _ => Err(unexpected_reply(&node)),
+            },
+            Owner::Local | Owner::Nobody => self.local_forecast(req.feeder_id).await,
+        }
+    }
+
+    async fn local_forecast(&self, feeder_id: String) -> Result<GetForecastResponse, Status> {
+        check_feeder_id(&feeder_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let ctx = self.ctx.clone();
+        let id = feeder_id.clone();
+        let info = blocking(move || ctx.store.feeder_info(&id).map_err(|e| status::internal(&e)))
+            .await?
+            .ok_or_else(|| Status::not_found(format!("feeder {feeder_id} is not registered")))?;
+        if !self.ctx.config.analytics.enabled {
+            return Err(Status::failed_precondition(
+                "analytics are off on this node (analytics.enabled = false)",
+            ));
+        }
+        let feeders = self
+            .ctx
+            .feeder_supervisor()
+            .ok_or_else(|| status::actor_unavailable("the feeder supervisor"))?;
+        let id = feeder_id.clone();
+        let forecast = ractor::call_t!(
+            feeders,
+            |reply| FeederSupervisorMsg::Forecast {
+                feeder_id: id,
+                reply
+            },
+            5_000
+        )
+        .map_err(|_| status::actor_unavailable("the feeder actor"))?
+        .ok_or_else(|| {
+            Status::failed_precondition(format!(
+                "feeder {feeder_id} has no forecast yet: one is made at each local midnight \
+                 (meter time) once a day of its load has been judged"
+            ))
+        })?;
+        Ok(GetForecastResponse {
+            feeder_id,
+            issued_ts_ms: forecast.issued_ts_ms,
+            first_start_ts_ms: forecast.first_start_ms,
+            step_ms: forecast.step_ms,
+            load_w: forecast.values_w,
+            method: forecast.method,
+            rating_kva: info.rating_kva,
+        })
+    }
+
     /// Replication state: per shard the home set and every member's copy, per member its
     /// handoff backlog and anti-entropy progress.
     pub async fn replica_status(
@@ -684,6 +851,103 @@ impl Api {
             600_000
         )
         .map_err(|_| status::actor_unavailable("the replicator"))
+    }
+
+    /// Alerts matching the filters, newest first, from this node's copy (every node keeps
+    /// every alert).
+    pub async fn list_alerts(&self, req: ListAlertsRequest) -> Result<ListAlertsResponse, Status> {
+        let limit = match req.limit {
+            0 => 1000,
+            n => n.min(100_000),
+        } as usize;
+        let ctx = self.ctx.clone();
+        blocking(move || {
+            let mut alerts: Vec<Alert> = crate::alerts::all_alerts(&ctx.store)
+                .map_err(|e| status::internal(&e))?
+                .into_iter()
+                .filter(|a| alert_matches(a, &req))
+                .collect();
+            alerts
+                .sort_by(|a, b| (b.raised_ts_ms, &b.alert_id).cmp(&(a.raised_ts_ms, &a.alert_id)));
+            let truncated = alerts.len() > limit;
+            alerts.truncate(limit);
+            Ok(ListAlertsResponse { alerts, truncated })
+        })
+        .await
+    }
+
+    /// Acknowledges (or, with `resolve`, resolves) an alert at its owner: this node when the
+    /// owner is down (it then owns the alert).
+    pub async fn alert_command(
+        &self,
+        alert_id: String,
+        resolve: bool,
+        by: String,
+        note: String,
+    ) -> Result<Alert, Status> {
+        if alert_id.is_empty() || alert_id.len() > 512 {
+            return Err(Status::invalid_argument("alert_id must be 1 to 512 bytes"));
+        }
+        if by.len() > 128 || note.len() > 4096 {
+            return Err(Status::invalid_argument(
+                "`by` is at most 128 bytes, `note` 4096",
+            ));
+        }
+        let ctx = self.ctx.clone();
+        let id = alert_id.clone();
+        let current = blocking(move || {
+            crate::alerts::alert(&ctx.store, &id).map_err(|e| status::internal(&e))
+        })
+        .await?
+        .ok_or_else(|| Status::not_found(format!("alert {alert_id} does not exist")))?;
+        let me = self.ctx.cluster.name();
+        let owner_live =
+            current.owner != me && self.ctx.cluster.reachable_peers().contains(&current.owner);
+        if owner_live {
+            let command = if resolve {
+                alert_command::Command::Resolve(ResolveAlertRequest { alert_id, by, note })
+            } else {
+                alert_command::Command::Acknowledge(AcknowledgeAlertRequest { alert_id, by, note })
+            };
+            let call = cluster_request::Call::AlertCommand(AlertCommand {
+                command: Some(command),
+            });
+            return match self.forward(&current.owner, call).await? {
+                cluster_reply::Reply::AlertCommand(alert) => Ok(alert),
+                _ => Err(unexpected_reply(&current.owner)),
+            };
+        }
+        self.local_alert_command(alert_id, resolve, by, note).await
+    }
+
+    async fn local_alert_command(
+        &self,
+        alert_id: String,
+        resolve: bool,
+        by: String,
+        note: String,
+    ) -> Result<Alert, Status> {
+        let manager = self
+            .ctx
+            .alert_manager()
+            .ok_or_else(|| status::actor_unavailable("the alert manager"))?;
+        let result = ractor::call_t!(
+            manager,
+            |reply| AlertMsg::Command {
+                alert_id,
+                resolve,
+                by,
+                note,
+                reply
+            },
+            10_000
+        )
+        .map_err(|_| status::actor_unavailable("the alert manager"))?;
+        result.map_err(|e| match e {
+            AlertError::NotFound(_) => Status::not_found(e.to_string()),
+            AlertError::Resolved(_) => Status::failed_precondition(e.to_string()),
+            AlertError::Invalid(_) => Status::invalid_argument(e.to_string()),
+        })
     }
 
     /// Registers feeders and meters here, then on every reachable peer.
@@ -954,6 +1218,65 @@ impl Api {
             cluster_request::Call::Repair(req) => {
                 self.local_repair(req.shards).await.map(Reply::Repair)
             }
+            cluster_request::Call::DeadLetters(req) => self
+                .local_dead_letters(req.limit)
+                .await
+                .map(Reply::DeadLetters),
+            cluster_request::Call::ReplayDeadLetters(req) => {
+                self.local_replay(req.sink).await.map(|queued| {
+                    Reply::ReplayDeadLetters(ReplayDeadLettersResponse {
+                        queued,
+                        unavailable: Vec::new(),
+                    })
+                })
+            }
+            cluster_request::Call::GetForecast(req) => self
+                .local_forecast(req.feeder_id)
+                .await
+                .map(Reply::GetForecast),
+            cluster_request::Call::FeederUpdates(req) => match self.ctx.feeder_supervisor() {
+                Some(feeders) => {
+                    for delta in req.feeders {
+                        let (feeder_id, updates, signals) = crate::ingest::from_delta(delta);
+                        let _ = feeders.cast(FeederSupervisorMsg::Updates {
+                            feeder_id,
+                            updates,
+                            signals,
+                        });
+                    }
+                    Ok(Reply::FeederUpdates(Done {}))
+                }
+                None => Err(status::actor_unavailable("the feeder supervisor")),
+            },
+            cluster_request::Call::AlertUpserts(req) => match self.ctx.alert_manager() {
+                Some(manager) => manager
+                    .cast(AlertMsg::Upserts(req.alerts))
+                    .map(|()| Reply::AlertUpserts(Done {}))
+                    .map_err(|_| status::actor_unavailable("the alert manager")),
+                None => Err(status::actor_unavailable("the alert manager")),
+            },
+            cluster_request::Call::AlertCommand(req) => match req.command {
+                Some(alert_command::Command::Acknowledge(r)) => self
+                    .local_alert_command(r.alert_id, false, r.by, r.note)
+                    .await
+                    .map(Reply::AlertCommand),
+                Some(alert_command::Command::Resolve(r)) => self
+                    .local_alert_command(r.alert_id, true, r.by, r.note)
+                    .await
+                    .map(Reply::AlertCommand),
+                None => Err(Status::invalid_argument("alert command without a command")),
+            },
+            cluster_request::Call::AlertPage(req) => {
+                let ctx = self.ctx.clone();
+                let limit = (req.limit as usize).clamp(1, crate::alerts::ALERT_PAGE);
+                blocking(move || {
+                    let (alerts, next) =
+                        crate::alerts::alert_page(&ctx.store, &req.after_id, limit)
+                            .map_err(|e| status::internal(&e))?;
+                    Ok(Reply::AlertPage(AlertPage { alerts, next }))
+                })
+                .await
+            }
             cluster_request::Call::RegistryApply(req) => {
                 self.local_import(req).await.map(Reply::RegistryApply)
             }
@@ -1007,6 +1330,16 @@ impl LocalHandler for Api {
                 .map_err(|s| s.message().to_owned())
         })
     }
+}
+
+fn alert_matches(a: &Alert, f: &ListAlertsRequest) -> bool {
+    (f.feeder_id.is_empty() || a.feeder_id == f.feeder_id)
+        && (f.kind.is_empty() || a.kind == f.kind)
+        && (f.asset_id.is_empty() || a.asset_id == f.asset_id)
+        && a.severity >= f.min_severity
+        && (f.state == 0 || a.state == f.state)
+        && (f.from_ts_ms == 0 || a.raised_ts_ms >= f.from_ts_ms)
+        && (f.to_ts_ms == 0 || a.raised_ts_ms < f.to_ts_ms)
 }
 
 /// Whether a shard's replicas agree: every live home member holds the same readings, and

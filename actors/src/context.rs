@@ -7,11 +7,13 @@ use std::sync::{Arc, OnceLock, RwLock};
 use gridmesh_config::Config;
 use ractor::ActorRef;
 
+use crate::alerts::{AlertFeed, AlertMsg};
 use crate::auth::Auth;
 use crate::cluster::gateway::LocalHandler;
 use crate::cluster::{Cluster, ClusterTls, ForwardSettings, Secret};
 use crate::feeder::FeederSupervisorMsg;
 use crate::membership::{Addresses, Member, MemberState};
+use crate::notify::NotifyMsg;
 use crate::repair::{RepairState, ReplicatorMsg};
 use crate::shard::ShardMsg;
 use crate::storage::Store;
@@ -37,6 +39,10 @@ pub struct NodeContext {
     /// Digests and progress of hinted handoff and anti-entropy.
     pub repair: RepairState,
     replicator: RwLock<Option<ActorRef<ReplicatorMsg>>>,
+    /// The alert change feed watchers subscribe to.
+    pub alert_feed: AlertFeed,
+    alert_manager: RwLock<Option<ActorRef<AlertMsg>>>,
+    notifier: RwLock<Option<ActorRef<NotifyMsg>>>,
     cookie: OnceLock<Secret>,
     handler: OnceLock<Arc<dyn LocalHandler>>,
     auth: OnceLock<Arc<Auth>>,
@@ -94,6 +100,9 @@ impl NodeContext {
             counters: Counters::default(),
             repair,
             replicator: RwLock::new(None),
+            alert_feed: AlertFeed::default(),
+            alert_manager: RwLock::new(None),
+            notifier: RwLock::new(None),
             cookie: OnceLock::new(),
             handler: OnceLock::new(),
             auth: OnceLock::new(),
@@ -173,6 +182,36 @@ impl NodeContext {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// The current alert manager.
+    pub fn alert_manager(&self) -> Option<ActorRef<AlertMsg>> {
+        self.alert_manager
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_alert_manager(&self, actor: Option<ActorRef<AlertMsg>>) {
+        *self
+            .alert_manager
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = actor;
+    }
+
+    /// The current notifier.
+    pub fn notifier(&self) -> Option<ActorRef<NotifyMsg>> {
+        self.notifier
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_notifier(&self, actor: Option<ActorRef<NotifyMsg>>) {
+        *self
+            .notifier
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = actor;
     }
 
     /// The current replicator (cluster mode).

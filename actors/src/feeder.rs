@@ -24,6 +24,7 @@ use ractor_cluster::RactorMessage;
 
 use crate::buckets::MIN15_MS;
 use crate::context::{NodeContext, now_ms};
+use crate::grid::{FeederForecast, FeederRules, FeederSetup, IntervalTotals, OutageSignal};
 use crate::meter::FeederUpdate;
 use crate::restart::{RestartBudget, RestartDecision};
 
@@ -40,6 +41,15 @@ pub enum FeederSupervisorMsg {
         feeder_id: String,
         /// The contributions.
         updates: Vec<FeederUpdate>,
+        /// Supply signals of the feeder's meters (readings, last gasps, restores).
+        signals: Vec<OutageSignal>,
+    },
+    /// The latest day-ahead forecast of a feeder (activates it).
+    Forecast {
+        /// Feeder.
+        feeder_id: String,
+        /// Reply.
+        reply: RpcReplyPort<Option<FeederForecast>>,
     },
     /// The live view of a feeder (activates it).
     Live {
@@ -56,7 +66,9 @@ pub enum FeederSupervisorMsg {
 #[derive(RactorMessage)]
 pub enum FeederMsg {
     /// See [`FeederSupervisorMsg::Updates`].
-    Updates(Vec<FeederUpdate>),
+    Updates(Vec<FeederUpdate>, Vec<OutageSignal>),
+    /// See [`FeederSupervisorMsg::Forecast`].
+    Forecast(RpcReplyPort<Option<FeederForecast>>),
     /// See [`FeederSupervisorMsg::Live`].
     Live(RpcReplyPort<FeederLive>),
 }
@@ -128,9 +140,17 @@ impl Actor for FeederSupervisor {
         s: &mut Self::State,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            FeederSupervisorMsg::Updates { feeder_id, updates } => {
+            FeederSupervisorMsg::Updates {
+                feeder_id,
+                updates,
+                signals,
+            } => {
                 let feeder = s.feeder(&myself, &feeder_id).await?;
-                let _ = feeder.cast(FeederMsg::Updates(updates));
+                let _ = feeder.cast(FeederMsg::Updates(updates, signals));
+            }
+            FeederSupervisorMsg::Forecast { feeder_id, reply } => {
+                let feeder = s.feeder(&myself, &feeder_id).await?;
+                let _ = feeder.cast(FeederMsg::Forecast(reply));
             }
             FeederSupervisorMsg::Live { feeder_id, reply } => {
                 let feeder = s.feeder(&myself, &feeder_id).await?;
@@ -197,6 +217,9 @@ pub struct FeederState {
     feeder_id: String,
     intervals: BTreeMap<i64, HashMap<String, FeederContribution>>,
     peak: Option<(i64, f64)>,
+    /// Grid rules (loading, outages, balance, forecast), when analytics are on.
+    rules: Option<FeederRules>,
+    ctx: Option<Arc<NodeContext>>,
 }
 
 impl Actor for FeederActor {
@@ -211,10 +234,31 @@ impl Actor for FeederActor {
     ) -> Result<FeederState, ActorProcessingErr> {
         // Rebuild the live window from the stored contributions of the last intervals.
         let from = now_ms() - (LIVE_INTERVALS as i64 + 1) * MIN15_MS;
+        let rules = match ctx.store.feeder_info(&feeder_id)? {
+            Some(info) if ctx.config.analytics.enabled => {
+                let meters = ctx
+                    .store
+                    .meters_of_feeder(&feeder_id)?
+                    .into_iter()
+                    .filter(|(m, _)| *m != info.head_meter_id)
+                    .collect();
+                FeederRules::new(
+                    &ctx.config.analytics,
+                    FeederSetup {
+                        feeder_id: feeder_id.clone(),
+                        rating_kva: info.rating_kva,
+                        meters,
+                    },
+                )
+            }
+            _ => None,
+        };
         let mut state = FeederState {
             feeder_id,
             intervals: BTreeMap::new(),
             peak: None,
+            rules,
+            ctx: Some(ctx.clone()),
         };
         for (start, meter, contribution) in
             ctx.store
@@ -242,7 +286,7 @@ impl Actor for FeederActor {
         s: &mut FeederState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            FeederMsg::Updates(updates) => {
+            FeederMsg::Updates(updates, signals) => {
                 for update in updates {
                     s.record(
                         update.interval_start_ms,
@@ -250,6 +294,10 @@ impl Actor for FeederActor {
                         update.contribution,
                     );
                 }
+                s.run_rules(&signals);
+            }
+            FeederMsg::Forecast(reply) => {
+                let _ = reply.send(s.rules.as_ref().and_then(|r| r.forecast().cloned()));
             }
             FeederMsg::Live(reply) => {
                 let _ = reply.send(s.live());
@@ -260,6 +308,43 @@ impl Actor for FeederActor {
 }
 
 impl FeederState {
+    /// Feeds the rules the new signals, judges the intervals now due and raises what they
+    /// found.
+    fn run_rules(&mut self, signals: &[OutageSignal]) {
+        let Some(rules) = self.rules.as_mut() else {
+            return;
+        };
+        let mut events = rules.signals(signals);
+        for start in rules.due() {
+            let (totals, meters) = match self.intervals.get(&start) {
+                Some(by_meter) => {
+                    let mut totals = IntervalTotals::default();
+                    let mut meters = Vec::new();
+                    for (meter, c) in by_meter {
+                        if c.head_meter {
+                            totals.head_import_wh += c.energy_import_wh;
+                        } else {
+                            totals.customer_net_wh += c.energy_import_wh - c.energy_export_wh;
+                            meters.push(meter.clone());
+                        }
+                    }
+                    (totals, meters)
+                }
+                None => (IntervalTotals::default(), Vec::new()),
+            };
+            events.extend(rules.judge(start, totals, &meters));
+        }
+        if events.is_empty() {
+            return;
+        }
+        if let Some(manager) = self.ctx.as_ref().and_then(|c| c.alert_manager()) {
+            let _ = manager.cast(crate::alerts::AlertMsg::Events {
+                feeder_id: self.feeder_id.clone(),
+                events,
+            });
+        }
+    }
+
     fn record(&mut self, start: i64, meter_id: String, contribution: FeederContribution) {
         let oldest_kept = self
             .intervals
@@ -334,6 +419,8 @@ mod tests {
             feeder_id: "f".into(),
             intervals: BTreeMap::new(),
             peak: None,
+            rules: None,
+            ctx: None,
         };
         state.record(0, "m1".into(), contribution(100.0, false));
         state.record(0, "m1".into(), contribution(150.0, false));
@@ -357,6 +444,8 @@ mod tests {
             feeder_id: "f".into(),
             intervals: BTreeMap::new(),
             peak: None,
+            rules: None,
+            ctx: None,
         };
         for i in 0..100 {
             state.record(i * MIN15_MS, "m".into(), contribution(1.0, false));

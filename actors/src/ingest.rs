@@ -31,13 +31,16 @@ use std::time::Instant;
 
 use gridmesh_proto::ids::check_meter_id;
 use gridmesh_proto::internal::{
-    ReplicaPartResult, ReplicateCause, ReplicateReply, ReplicateRequest,
+    ContributionUpdate, FeederDelta, FeederUpdates, ReplicaPartResult, ReplicateCause,
+    ReplicateReply, ReplicateRequest, SupplySignal, SupplySignalKind, cluster_request,
 };
 use gridmesh_proto::v1::{PushAck, Reading, ReadingBatch, RejectReason, Rejection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
+use crate::cluster::Owner;
 use crate::context::{Counters, NodeContext, now_ms};
 use crate::feeder::FeederSupervisorMsg;
+use crate::grid::{OutageSignal, SignalKind};
 use crate::meter::{FeederUpdate, GroupEvent, MeterWork, WorkKind};
 use crate::placement::shard_of;
 use crate::replica::{Plan, quorum};
@@ -121,6 +124,9 @@ pub enum Admission {
 pub struct IngestPipeline {
     ctx: Arc<NodeContext>,
     inflight: Arc<Semaphore>,
+    /// Readings other nodes asked this one to copy, in flight: a budget of its own, so that
+    /// two saturated nodes whose clients wait on each other's copies never starve each other.
+    copies_inflight: Arc<Semaphore>,
 }
 
 struct Group {
@@ -150,6 +156,7 @@ impl IngestPipeline {
         Self {
             ctx,
             inflight: Arc::new(Semaphore::new(permits)),
+            copies_inflight: Arc::new(Semaphore::new(permits)),
         }
     }
 
@@ -158,15 +165,18 @@ impl IngestPipeline {
         self.ctx.config.ingest.max_inflight_readings - self.inflight.available_permits() as u32
     }
 
-    /// Refuses all new batches (graceful shutdown); in-flight ones complete.
+    /// Refuses all new batches and copies (graceful shutdown); in-flight ones complete.
     pub fn close(&self) {
         self.inflight.close();
+        self.copies_inflight.close();
     }
 
-    /// Waits until no batch is in flight, or `timeout` passes. Returns whether it drained.
+    /// Waits until no batch and no copy is in flight, or `timeout` passes. Returns whether it
+    /// drained.
     pub async fn drained(&self, timeout: std::time::Duration) -> bool {
         let deadline = Instant::now() + timeout;
-        while self.inflight() > 0 {
+        let max = self.ctx.config.ingest.max_inflight_readings as usize;
+        while self.inflight() > 0 || self.copies_inflight.available_permits() < max {
             if Instant::now() >= deadline {
                 return false;
             }
@@ -193,8 +203,8 @@ impl IngestPipeline {
         let (mut groups, mut per_shard, rx) = self.split(batch, &mut ack.rejected);
         let replication = self.replication_for(&mut per_shard);
         self.dispatch(per_shard);
-        let feeder_updates = self.collect(rx, &mut groups, &mut ack, replication).await?;
-        self.notify_feeders(feeder_updates);
+        let news = self.collect(rx, &mut groups, &mut ack, replication).await?;
+        self.notify_feeders(news);
 
         ack.rejected.sort_by_key(|r| r.index);
         record_metrics(&ack, len, started);
@@ -490,7 +500,8 @@ impl IngestPipeline {
                 };
             }
         }
-        self.notify_feeders(feeder_updates);
+        // The live feeder views hear of these from the primary, which wrote them first.
+        drop(feeder_updates);
         ReplicateReply { parts: results }
     }
 
@@ -514,9 +525,9 @@ impl IngestPipeline {
         groups: &mut [Group],
         ack: &mut PushAck,
         mut replication: Option<Replication>,
-    ) -> Result<Vec<FeederUpdate>, IngestError> {
+    ) -> Result<FeederNews, IngestError> {
         let timeout = self.ctx.config.ingest.ack_timeout;
-        let mut feeder_updates = Vec::new();
+        let mut news = FeederNews::default();
         let deadline = tokio::time::Instant::now() + timeout;
         let mut copying: Option<CopyFuture> = None;
         let mut copied: Option<BTreeMap<u32, ShardResult>> = None;
@@ -563,7 +574,12 @@ impl IngestPipeline {
                         ack.duplicates += outcome.duplicates;
                         ack.corrections += outcome.corrections;
                         ack.rejected.extend(outcome.rejected);
-                        feeder_updates.extend(outcome.feeder_updates);
+                        news.updates.extend(outcome.feeder_updates);
+                        if !outcome.feeder_id.is_empty() {
+                            let feeder = outcome.feeder_id;
+                            news.signals
+                                .extend(outcome.signals.into_iter().map(|s| (feeder.clone(), s)));
+                        }
                     }
                     // Every sender is gone: all groups answered or their actors dropped them.
                     Ok(None) => closed = true,
@@ -588,7 +604,7 @@ impl IngestPipeline {
         if let (Some(r), Some(copied)) = (&replication, &copied) {
             self.check_quorum(ack.batch_id, r, copied)?;
         }
-        Ok(feeder_updates)
+        Ok(news)
     }
 
     fn start_copies(&self, r: &mut Replication) -> CopyFuture {
@@ -647,26 +663,128 @@ impl IngestPipeline {
         Ok(())
     }
 
-    /// Hands durable feeder contributions to the feeder actors: one message per feeder.
-    fn notify_feeders(&self, updates: Vec<FeederUpdate>) {
-        if updates.is_empty() {
+    /// Hands durable feeder contributions and supply signals to the feeders' actors, on the
+    /// nodes that own the feeders: one message per feeder here, one call per other owner.
+    /// Best effort: the stored rows are the source of truth for feeder load; the live view
+    /// feeds the grid rules.
+    fn notify_feeders(&self, news: FeederNews) {
+        if news.updates.is_empty() && news.signals.is_empty() {
             return;
         }
-        let Some(feeders) = self.ctx.feeder_supervisor() else {
-            return;
-        };
-        let mut by_feeder: HashMap<String, Vec<FeederUpdate>> = HashMap::new();
-        for update in updates {
+        let mut by_feeder: HashMap<String, (Vec<FeederUpdate>, Vec<OutageSignal>)> = HashMap::new();
+        for update in news.updates {
             by_feeder
                 .entry(update.feeder_id.clone())
                 .or_default()
+                .0
                 .push(update);
         }
-        for (feeder_id, updates) in by_feeder {
-            // The live view is best effort; the stored rows are the source of truth.
-            let _ = feeders.cast(FeederSupervisorMsg::Updates { feeder_id, updates });
+        for (feeder, signal) in news.signals {
+            by_feeder.entry(feeder).or_default().1.push(signal);
+        }
+        let mut remote: HashMap<String, Vec<FeederDelta>> = HashMap::new();
+        for (feeder_id, (updates, signals)) in by_feeder {
+            match self.ctx.cluster.owner_of(&feeder_id) {
+                Owner::Remote(node) => {
+                    remote
+                        .entry(node)
+                        .or_default()
+                        .push(feeder_delta(feeder_id, updates, signals));
+                }
+                Owner::Local | Owner::Nobody => {
+                    if let Some(feeders) = self.ctx.feeder_supervisor() {
+                        let _ = feeders.cast(FeederSupervisorMsg::Updates {
+                            feeder_id,
+                            updates,
+                            signals,
+                        });
+                    }
+                }
+            }
+        }
+        for (node, feeders) in remote {
+            let cluster = self.ctx.cluster.clone();
+            tokio::spawn(async move {
+                let call = cluster_request::Call::FeederUpdates(FeederUpdates { feeders });
+                if let Err(e) = cluster.forward(&node, call, false).await {
+                    metrics::counter!("gridmesh_feeder_updates_dropped_total").increment(1);
+                    tracing::debug!(node, error = %e, "feeder updates not delivered");
+                }
+            });
         }
     }
+}
+
+/// What a batch changed for feeders: contributions and supply signals.
+#[derive(Debug, Default)]
+pub struct FeederNews {
+    updates: Vec<FeederUpdate>,
+    signals: Vec<(String, OutageSignal)>,
+}
+
+fn feeder_delta(
+    feeder_id: String,
+    updates: Vec<FeederUpdate>,
+    signals: Vec<OutageSignal>,
+) -> FeederDelta {
+    FeederDelta {
+        feeder_id,
+        contributions: updates
+            .into_iter()
+            .map(|u| ContributionUpdate {
+                meter_id: u.meter_id,
+                interval_start_ms: u.interval_start_ms,
+                contribution: Some(u.contribution),
+            })
+            .collect(),
+        signals: signals
+            .into_iter()
+            .map(|s| SupplySignal {
+                meter_id: s.meter_id,
+                ts_ms: s.ts_ms,
+                kind: match s.signal {
+                    SignalKind::Reading => SupplySignalKind::Reading,
+                    SignalKind::LastGasp => SupplySignalKind::LastGasp,
+                    SignalKind::Restore => SupplySignalKind::Restore,
+                } as i32,
+            })
+            .collect(),
+    }
+}
+
+/// The contributions and signals of a delta from a peer.
+pub fn from_delta(delta: FeederDelta) -> (String, Vec<FeederUpdate>, Vec<OutageSignal>) {
+    let feeder_id = delta.feeder_id;
+    let updates = delta
+        .contributions
+        .into_iter()
+        .filter_map(|c| {
+            Some(FeederUpdate {
+                feeder_id: feeder_id.clone(),
+                interval_start_ms: c.interval_start_ms,
+                meter_id: c.meter_id,
+                contribution: c.contribution?,
+            })
+        })
+        .collect();
+    let signals = delta
+        .signals
+        .into_iter()
+        .filter_map(|s| {
+            let signal = match SupplySignalKind::try_from(s.kind).ok()? {
+                SupplySignalKind::Reading => SignalKind::Reading,
+                SupplySignalKind::LastGasp => SignalKind::LastGasp,
+                SupplySignalKind::Restore => SignalKind::Restore,
+                SupplySignalKind::Unspecified => return None,
+            };
+            Some(OutageSignal {
+                meter_id: s.meter_id,
+                ts_ms: s.ts_ms,
+                signal,
+            })
+        })
+        .collect();
+    (feeder_id, updates, signals)
 }
 
 fn record_metrics(ack: &PushAck, len: usize, started: Instant) {

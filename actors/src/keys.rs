@@ -9,6 +9,9 @@
 //! | `feeder_load` | `len(feeder) u8, feeder, interval u64, meter`   | `FeederContribution`   |
 //! | `audit`       | `len(meter) u8, meter, ts_ms u64, applied u64`  | `CorrectionAudit`      |
 //! | `hints`       | `len(node) u8, node, shard u32, len(meter) u8, meter, ts_ms u64` | empty  |
+//! | `alerts`      | alert id (UTF-8)                                | `v1.Alert`             |
+//! | `alert_log`   | `seq u64`                                       | `v1.Alert` (as changed) |
+//! | `dead_letters`| `failed_at_ms << 16 | n` (u64)                  | `DeadLetter`           |
 //! | `meta`        | UTF-8 name                                      | UTF-8 value            |
 //!
 //! Timestamps are at or after 2000-01-01 (validated), so they are positive and the `u64`

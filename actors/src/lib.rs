@@ -18,17 +18,20 @@
 //! Deciding logic is pure and lives apart from the actors: [`validation`], [`buckets`],
 //! [`placement`], [`restart`].
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod buckets;
 pub mod cluster;
 pub mod context;
 pub mod feeder;
+pub mod grid;
 pub mod ingest;
 pub mod keys;
 pub mod membership;
 pub mod meter;
 pub mod node;
+pub mod notify;
 pub mod placement;
 pub mod query;
 pub mod registry;

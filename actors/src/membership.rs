@@ -179,14 +179,15 @@ impl Membership {
             .map(|m| m.name.as_str())
     }
 
-    /// Members whose place in the shards' replica sets stands (see [`crate::replica`]): the
-    /// placement members, plus members down for less than `hint_window` (and not draining or
-    /// joining when they went down).
+    /// Members whose place in the shards' replica sets stands (see [`crate::replica`]): every
+    /// member that is not draining and not down for `hint_window` or longer. A joining member
+    /// counts (it is not live yet, so its writes go to substitutes with hints and are handed
+    /// off once it is ready): a restarted node copies the registry before it owns anything,
+    /// and its replica sets should not move away and back meanwhile.
     pub fn home_members(&self, now: Instant, hint_window: Duration) -> impl Iterator<Item = &str> {
         self.members()
             .filter(move |m| {
                 !m.draining
-                    && !m.joining
                     && (m.state != MemberState::Down
                         || now.saturating_duration_since(m.last_heard) < hint_window)
             })

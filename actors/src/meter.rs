@@ -34,6 +34,7 @@ use tokio::sync::mpsc;
 
 use crate::buckets::{self, Bucket};
 use crate::context::{NodeContext, now_ms};
+use crate::grid::{MeterRules as GridRules, OutageSignal, SignalKind, signals_of};
 use crate::keys;
 use crate::storage::{Store, encode_reading};
 use crate::validation::{Decision, History, Merge, MeterRules, Neighbour, decide, merge_copy};
@@ -106,6 +107,11 @@ pub struct GroupOutcome {
     /// This meter's new contributions to feeder intervals, durable once the outcome arrives.
     /// The pipeline forwards them to the feeder actors, one message per feeder per batch.
     pub feeder_updates: Vec<FeederUpdate>,
+    /// The meter's feeder (empty: none) and what its accepted readings say about its supply
+    /// (client work only: outage tracking runs on the meter's primary).
+    pub feeder_id: String,
+    /// Supply signals for the feeder's outage tracker.
+    pub signals: Vec<OutageSignal>,
 }
 
 /// A meter's contribution to one feeder interval (replaces its previous one).
@@ -132,6 +138,15 @@ pub enum MeterMsg {
         was_active: bool,
         /// Reply.
         reply: RpcReplyPort<Option<MeterStatus>>,
+    },
+    /// Delete these stored readings (a substitute's copies, handed off to their home
+    /// replica) and rebuild the state and feeder contributions they were part of. The
+    /// outcome arrives as [`GroupEvent::Durable`] once the deletion is durable.
+    Forget {
+        /// Timestamps to delete.
+        ts_ms: Vec<i64>,
+        /// Where the outcome goes.
+        outcome: mpsc::Sender<GroupEvent>,
     },
     /// Stop after everything queued before this message.
     Passivate,
@@ -164,6 +179,8 @@ pub struct MeterActorState {
     state_dirty: bool,
     cursor: Arc<WriteCursor>,
     ctx: Arc<NodeContext>,
+    /// Grid rules (voltage), when analytics are on and the meter has a nominal voltage.
+    grid: Option<GridRules>,
 }
 
 impl Actor for MeterActor {
@@ -187,6 +204,11 @@ impl Actor for MeterActor {
             rules,
             state: MeterState::default(),
             state_dirty: false,
+            grid: GridRules::new(
+                &args.ctx.config.analytics,
+                &args.info.meter_id,
+                args.info.nominal_voltage_v,
+            ),
             info: args.info,
             cursor: args.cursor,
             ctx: args.ctx,
@@ -232,6 +254,7 @@ impl Actor for MeterActor {
         match msg {
             MeterMsg::Ingest(work) => s.ingest(work).await,
             MeterMsg::Status { was_active, reply } => s.status(was_active, reply).await,
+            MeterMsg::Forget { ts_ms, outcome } => s.forget(ts_ms, outcome).await,
             MeterMsg::Passivate => s.passivate(myself).await,
         }
     }
@@ -268,6 +291,7 @@ impl MeterActorState {
         let mut effect = BatchEffect {
             outcome: GroupOutcome {
                 group: work.group,
+                feeder_id: self.info.feeder_id.clone(),
                 ..GroupOutcome::default()
             },
             rows: Vec::with_capacity(work.readings.len() + 3),
@@ -280,14 +304,42 @@ impl MeterActorState {
         match &work.kind {
             WorkKind::Client { replicate } => {
                 let mut copies = Vec::new();
+                let mut alerts = Vec::new();
+                let mut newest: Option<i64> = None;
                 for (index, reading) in work.readings {
                     let copy = replicate.then(|| reading.clone());
-                    if self.decide_one(index, reading, &mut effect)?
-                        && let Some(mut copy) = copy
-                    {
-                        copy.meter_id.clone_from(&self.info.meter_id);
-                        copies.push(copy);
+                    let in_order = reading.ts_ms > self.state.last_ts_ms;
+                    let signals = (!self.info.feeder_id.is_empty())
+                        .then(|| signals_of(&self.info.meter_id, &reading));
+                    if let Some(grid) = self.grid.as_mut().filter(|_| in_order) {
+                        // Judged before the decision moves the reading; a rejected reading's
+                        // window is fed nothing (the events are only kept when accepted).
+                        let events = grid.observe(&reading);
+                        if self.decide_one(index, reading, &mut effect)? {
+                            alerts.extend(events);
+                            if let Some(mut copy) = copy {
+                                copy.meter_id.clone_from(&self.info.meter_id);
+                                copies.push(copy);
+                            }
+                            push_signals(&mut effect.outcome.signals, &mut newest, signals);
+                        }
+                        continue;
                     }
+                    if self.decide_one(index, reading, &mut effect)? {
+                        if let Some(mut copy) = copy {
+                            copy.meter_id.clone_from(&self.info.meter_id);
+                            copies.push(copy);
+                        }
+                        push_signals(&mut effect.outcome.signals, &mut newest, signals);
+                    }
+                }
+                if !alerts.is_empty()
+                    && let Some(manager) = self.ctx.alert_manager()
+                {
+                    let _ = manager.cast(crate::alerts::AlertMsg::Events {
+                        feeder_id: self.info.feeder_id.clone(),
+                        events: alerts,
+                    });
                 }
                 if *replicate {
                     // Capacity is two events per group, so this never fails for a live receiver.
@@ -492,13 +544,17 @@ impl MeterActorState {
         if effect.open_dirty
             && let Some(open) = &self.state.open_interval
         {
-            self.state.open_interval = Some(self.recompute(open.start_ts_ms, &effect.pending)?);
+            self.state.open_interval =
+                Some(self.recompute(open.start_ts_ms, &effect.pending, &BTreeSet::new())?);
         }
         // Closed in this batch, then recomputed (a late reading may have touched a bucket
         // after it closed), then the open one: later entries replace earlier ones.
         let mut changed = std::mem::take(&mut effect.closed);
         for start in std::mem::take(&mut effect.dirty_buckets) {
-            changed.insert(start, self.recompute(start, &effect.pending)?);
+            changed.insert(
+                start,
+                self.recompute(start, &effect.pending, &BTreeSet::new())?,
+            );
         }
         if effect.open_touched
             && let Some(open) = self.state.open_interval
@@ -525,11 +581,13 @@ impl MeterActorState {
         Ok(())
     }
 
-    /// Rebuilds one 15-minute bucket from stored readings overlaid with this batch's.
+    /// Rebuilds one 15-minute bucket from stored readings overlaid with this batch's, without
+    /// the `deleted` ones.
     fn recompute(
         &self,
         start: i64,
         pending: &BTreeMap<i64, (Reading, usize)>,
+        deleted: &BTreeSet<i64>,
     ) -> Result<BucketAccumulator, ActorProcessingErr> {
         // A reading stamped t belongs to the bucket holding t - 1: the range is (start, end].
         let end = start + Bucket::Min15.len_ms();
@@ -537,7 +595,10 @@ impl MeterActorState {
             self.ctx
                 .store
                 .readings_between(&self.info.meter_id, start + 1, end + 1, usize::MAX)?;
-        let mut merged: BTreeMap<i64, Reading> = stored.into_iter().collect();
+        let mut merged: BTreeMap<i64, Reading> = stored
+            .into_iter()
+            .filter(|(ts, _)| !deleted.contains(ts))
+            .collect();
         for (ts, (reading, _)) in pending.range(start + 1..end + 1) {
             merged.insert(*ts, reading.clone());
         }
@@ -596,6 +657,79 @@ impl MeterActorState {
         if self.ctx.writer.submit(request).await.is_err() {
             tracing::warn!(meter = %self.info.meter_id, "writer stopped; batch not stored");
         }
+    }
+
+    /// Deletes stored readings and rebuilds what depended on them, in one atomic write.
+    async fn forget(
+        &mut self,
+        ts_ms: Vec<i64>,
+        outcome: mpsc::Sender<GroupEvent>,
+    ) -> Result<(), ActorProcessingErr> {
+        self.cursor.wait_applied().await;
+        let meter = self.info.meter_id.clone();
+        let mut effect = BatchEffect {
+            outcome: GroupOutcome::default(),
+            rows: Vec::new(),
+            pending: BTreeMap::new(),
+            dirty_buckets: BTreeSet::new(),
+            closed: BTreeMap::new(),
+            open_dirty: false,
+            open_touched: false,
+        };
+        let mut deleted = BTreeSet::new();
+        for ts in ts_ms {
+            if self.ctx.store.reading_at(&meter, ts)?.is_some() {
+                effect
+                    .rows
+                    .push(Row::delete(Space::Readings, keys::reading_key(&meter, ts)));
+                deleted.insert(ts);
+            }
+        }
+        let touched: BTreeSet<i64> = deleted.iter().map(|t| Bucket::Min15.start_of(*t)).collect();
+        let mut changed = Vec::new();
+        for start in &touched {
+            changed.push(self.recompute(*start, &BTreeMap::new(), &deleted)?);
+        }
+        // The newest remaining reading carries the state on.
+        if deleted.contains(&self.state.last_ts_ms) {
+            let mut newest = None;
+            let mut before = self.state.last_ts_ms;
+            while let Some((ts, reading)) = self.ctx.store.reading_before(&meter, before)? {
+                if !deleted.contains(&ts) {
+                    newest = Some((ts, reading));
+                    break;
+                }
+                before = ts;
+            }
+            self.state.last_import_register_wh = None;
+            self.state.last_export_register_wh = None;
+            match newest {
+                Some((ts, reading)) => {
+                    self.state.last_ts_ms = ts;
+                    self.track_registers(&reading);
+                    let bucket = Bucket::Min15.start_of(ts);
+                    self.state.open_interval =
+                        Some(self.recompute(bucket, &BTreeMap::new(), &deleted)?);
+                }
+                None => {
+                    self.state.last_ts_ms = 0;
+                    self.state.open_interval = None;
+                }
+            }
+        } else if let Some(open) = self.state.open_interval
+            && touched.contains(&open.start_ts_ms)
+        {
+            self.state.open_interval =
+                Some(self.recompute(open.start_ts_ms, &BTreeMap::new(), &deleted)?);
+        }
+        self.contribute(&changed, &mut effect);
+        let key = meter.as_bytes().to_vec();
+        effect
+            .rows
+            .push(Row::put(Space::Meters, key, self.state.encode_to_vec()));
+        effect.outcome.accepted = deleted.len() as u32;
+        self.submit(effect, outcome).await;
+        Ok(())
     }
 
     async fn status(
@@ -692,6 +826,26 @@ impl History for Overlay<'_> {
             (p, s) => p.or(s),
         };
         best.map(|(ts_ms, reading)| Neighbour { ts_ms, reading })
+    }
+}
+
+/// Keeps every event signal of accepted readings and, of the plain readings, the newest.
+fn push_signals(
+    out: &mut Vec<OutageSignal>,
+    newest: &mut Option<i64>,
+    signals: Option<Vec<OutageSignal>>,
+) {
+    for s in signals.into_iter().flatten() {
+        if s.signal != SignalKind::Reading {
+            out.push(s);
+            continue;
+        }
+        if newest.is_some_and(|t| t >= s.ts_ms) {
+            continue;
+        }
+        out.retain(|o| o.signal != SignalKind::Reading);
+        *newest = Some(s.ts_ms);
+        out.push(s);
     }
 }
 

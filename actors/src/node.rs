@@ -5,6 +5,8 @@
 //! ├── ShardSupervisor × shards ── MeterActor × active meters
 //! ├── FeederSupervisor ────────── FeederActor × active feeders
 //! ├── SessionSupervisor ───────── SessionActor × sessions owned here (with an auth layer)
+//! ├── AlertManagerActor            dedup, lifecycle, every node keeps every alert
+//! ├── NotifierActor                webhook sinks: retry, circuit breaker, dead letters
 //! ├── GatewayActor                 cluster-visible entry point   (cluster mode only)
 //! ├── MembershipActor ── NodeServer (ractor_cluster)            (cluster mode only)
 //! └── ReplicatorActor              hinted handoff, anti-entropy   (cluster mode only)
@@ -26,10 +28,12 @@ use std::time::Instant;
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
 
+use crate::alerts::AlertManagerActor;
 use crate::cluster::gateway::{GatewayActor, GatewayArgs};
 use crate::cluster::runtime::MembershipActor;
 use crate::context::NodeContext;
 use crate::feeder::{FeederSupervisor, FeederSupervisorMsg};
+use crate::notify::NotifierActor;
 use crate::repair::ReplicatorActor;
 use crate::restart::{RestartBudget, RestartDecision};
 use crate::session::SessionSupervisor;
@@ -50,6 +54,10 @@ pub enum NodeMsg {
     StartReplicator,
     /// Start (again) the session supervisor.
     StartSessions,
+    /// Start (again) the alert manager.
+    StartAlerts,
+    /// Start (again) the notifier.
+    StartNotifier,
     /// Restarts per child so far (for tests and admin).
     Restarts(RpcReplyPort<u64>),
 }
@@ -63,6 +71,8 @@ enum Child {
     Membership,
     Replicator,
     Sessions,
+    Alerts,
+    Notifier,
 }
 
 /// The root supervisor.
@@ -94,6 +104,8 @@ impl Actor for NodeSupervisor {
             restarts: 0,
         };
         state.start_feeders(&myself).await?;
+        state.start_notifier(&myself).await?;
+        state.start_alerts(&myself).await?;
         for shard in 0..state.ctx.config.actors.shards {
             state.start_shard(&myself, shard).await?;
         }
@@ -121,6 +133,8 @@ impl Actor for NodeSupervisor {
             NodeMsg::StartMembership => s.start_membership(&myself).await,
             NodeMsg::StartReplicator => s.start_replicator(&myself).await,
             NodeMsg::StartSessions => s.start_sessions(&myself).await,
+            NodeMsg::StartAlerts => s.start_alerts(&myself).await,
+            NodeMsg::StartNotifier => s.start_notifier(&myself).await,
             NodeMsg::Restarts(reply) => {
                 let _ = reply.send(s.restarts);
                 Ok(())
@@ -231,6 +245,24 @@ impl NodeState {
         Ok(())
     }
 
+    async fn start_alerts(&mut self, myself: &ActorRef<NodeMsg>) -> Result<(), ActorProcessingErr> {
+        let (actor, _) =
+            Actor::spawn_linked(None, AlertManagerActor, self.ctx.clone(), myself.get_cell())
+                .await?;
+        self.children.insert(actor.get_id(), Child::Alerts);
+        Ok(())
+    }
+
+    async fn start_notifier(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let (actor, _) =
+            Actor::spawn_linked(None, NotifierActor, self.ctx.clone(), myself.get_cell()).await?;
+        self.children.insert(actor.get_id(), Child::Notifier);
+        Ok(())
+    }
+
     fn child_down(
         &mut self,
         myself: &ActorRef<NodeMsg>,
@@ -251,6 +283,8 @@ impl NodeState {
             Child::Membership => "membership",
             Child::Replicator => "replicator",
             Child::Sessions => "session_supervisor",
+            Child::Alerts => "alert_manager",
+            Child::Notifier => "notifier",
         };
         metrics::counter!("gridmesh_actor_failures_total", "kind" => kind).increment(1);
         let actors = &self.ctx.config.actors;
@@ -268,6 +302,8 @@ impl NodeState {
                     Child::Membership => NodeMsg::StartMembership,
                     Child::Replicator => NodeMsg::StartReplicator,
                     Child::Sessions => NodeMsg::StartSessions,
+                    Child::Alerts => NodeMsg::StartAlerts,
+                    Child::Notifier => NodeMsg::StartNotifier,
                 };
                 if after.is_zero() {
                     myself.cast(msg)?;

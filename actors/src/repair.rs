@@ -5,7 +5,10 @@
 //!   hint per reading (`hints` keyspace). Every `replication.handoff_interval`, and at once
 //!   when a member returns, it sends the hinted readings of every member that is live again
 //!   (pages of [`HANDOFF_PAGE`], one request per page) and deletes the hints the member
-//!   acknowledged as durable.
+//!   acknowledged as durable. Copies it kept only as a substitute (it is neither in the
+//!   shard's home set nor its primary, and no other member is owed them) are then deleted
+//!   through their meter actors, which rebuild the state and feeder contributions without
+//!   them.
 //! - **Anti-entropy.** Every `replication.anti_entropy_interval` (and when a member joins or
 //!   returns), a node compares each shard it holds readings of with every other live member of
 //!   the shard's home set, top-down: whole-shard digest, then per day, then per hour, then
@@ -598,12 +601,14 @@ pub async fn handoff_round(ctx: &Arc<NodeContext>) -> u64 {
     handed
 }
 
-/// One page of `target`'s hints: sends the readings, deletes the hints that are durable there.
+/// One page of `target`'s hints: sends the readings, deletes the hints that are durable there,
+/// then drops the copies this node no longer needs.
 async fn handoff_page(ctx: &Arc<NodeContext>, target: &str) -> Result<u64, String> {
     let (store, node) = (ctx.store.clone(), target.to_owned());
-    let page = blocking(move || {
+    type Page = BTreeMap<u32, (Vec<Reading>, Vec<Vec<u8>>, Vec<(String, i64)>)>;
+    let page: Page = blocking(move || {
         let hints = store.hints_for(&node, HANDOFF_PAGE)?;
-        let mut by_shard: BTreeMap<u32, (Vec<Reading>, Vec<Vec<u8>>)> = BTreeMap::new();
+        let mut by_shard: Page = BTreeMap::new();
         for hint in hints {
             let entry = by_shard.entry(hint.shard).or_default();
             let key = keys::reading_key(&hint.meter, hint.ts_ms);
@@ -611,6 +616,7 @@ async fn handoff_page(ctx: &Arc<NodeContext>, target: &str) -> Result<u64, Strin
                 entry.0.push(decode_reading(&hint.meter, &key, &value)?.1);
             }
             entry.1.push(hint.key);
+            entry.2.push((hint.meter, hint.ts_ms));
         }
         Ok(by_shard)
     })
@@ -619,7 +625,7 @@ async fn handoff_page(ctx: &Arc<NodeContext>, target: &str) -> Result<u64, Strin
         return Ok(0);
     }
     let mut done = 0;
-    for (shard, (readings, hint_keys)) in page {
+    for (shard, (readings, hint_keys, handed)) in page {
         let n = hint_keys.len() as u64;
         if !readings.is_empty() {
             push(ctx, target, shard, readings, ReplicateCause::Handoff).await?;
@@ -630,8 +636,68 @@ async fn handoff_page(ctx: &Arc<NodeContext>, target: &str) -> Result<u64, Strin
             .collect();
         ctx.writer.write(rows).await.map_err(|e| e.to_string())?;
         done += n;
+        drop_substitute_copies(ctx, shard, handed).await;
     }
     Ok(done)
+}
+
+/// Deletes copies this node kept only as a substitute: once no member is owed them any more
+/// and this node is neither in the shard's home set nor its primary. A copy that is still
+/// needed (the node became home again meanwhile) is simply refilled by anti-entropy.
+async fn drop_substitute_copies(ctx: &Arc<NodeContext>, shard: u32, readings: Vec<(String, i64)>) {
+    let view = ctx.cluster.view();
+    let me = ctx.cluster.name().to_owned();
+    let factor = ctx.config.replication.factor as usize;
+    if home_set(&view.home, shard, factor).contains(&me) || view.map.owner(shard) == Some(&me) {
+        return;
+    }
+    let members: Vec<String> = view.members.iter().map(|m| m.name.clone()).collect();
+    let store = ctx.store.clone();
+    let owed_to_nobody = blocking(move || {
+        let mut by_meter: BTreeMap<String, Vec<i64>> = BTreeMap::new();
+        'readings: for (meter, ts) in readings {
+            for m in &members {
+                if store.has_hint(m, shard, &meter, ts)? {
+                    continue 'readings;
+                }
+            }
+            by_meter.entry(meter).or_default().push(ts);
+        }
+        Ok(by_meter)
+    })
+    .await;
+    let Ok(by_meter) = owed_to_nobody else {
+        return;
+    };
+    let Some(shard_actor) = ctx.shard(shard) else {
+        return;
+    };
+    let mut dropped = 0u64;
+    for (meter_id, ts_ms) in by_meter {
+        let (tx, mut rx) = tokio::sync::mpsc::channel(2);
+        let n = ts_ms.len() as u64;
+        let msg = crate::shard::ShardMsg::Forget {
+            meter_id,
+            ts_ms,
+            outcome: tx,
+        };
+        if shard_actor.cast(msg).is_err() {
+            return;
+        }
+        if let Ok(Some(crate::meter::GroupEvent::Durable(_))) =
+            tokio::time::timeout(Duration::from_secs(10), rx.recv()).await
+        {
+            dropped += n;
+        }
+    }
+    if dropped > 0 {
+        metrics::counter!("gridmesh_substitute_copies_dropped_total").increment(dropped);
+        tracing::debug!(
+            shard,
+            dropped,
+            "dropped copies kept for a member that has them now"
+        );
+    }
 }
 
 /// Messages of the replicator. Local only.
@@ -719,6 +785,15 @@ impl Actor for ReplicatorActor {
             ReplicatorMsg::MemberChanged => {
                 s.start_handoff(&myself);
                 s.start_anti_entropy(&myself, true);
+                // Alerts too: pull every peer's records (they are few), merge by version.
+                let ctx = s.ctx.clone();
+                tokio::spawn(async move {
+                    for peer in ctx.cluster.reachable_peers() {
+                        if let Err(e) = crate::alerts::catch_up(&ctx, &peer).await {
+                            tracing::debug!(peer, error = %e, "alert catch-up failed");
+                        }
+                    }
+                });
             }
             ReplicatorMsg::RoundDone(anti_entropy) => {
                 if anti_entropy {

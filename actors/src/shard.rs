@@ -43,6 +43,15 @@ pub enum ShardMsg {
     },
     /// The meter's registry entry changed: passivate it so the next activation reloads it.
     Refresh(String),
+    /// Delete stored readings of one meter (see [`MeterMsg::Forget`]).
+    Forget {
+        /// The meter.
+        meter_id: String,
+        /// Timestamps to delete.
+        ts_ms: Vec<i64>,
+        /// Where the outcome goes.
+        outcome: tokio::sync::mpsc::Sender<crate::meter::GroupEvent>,
+    },
     /// Look for idle meters.
     Tick,
     /// This node no longer owns the shard: passivate every meter (their state is persisted;
@@ -147,6 +156,21 @@ impl Actor for ShardSupervisor {
             ShardMsg::Status { meter_id, reply } => s.status(&myself, meter_id, reply).await,
             ShardMsg::Refresh(meter_id) => {
                 s.passivate(&meter_id, "refresh");
+                Ok(())
+            }
+            ShardMsg::Forget {
+                meter_id,
+                ts_ms,
+                outcome,
+            } => {
+                if !s.active.contains_key(&meter_id) && !s.passivating.contains_key(&meter_id) {
+                    // Unregistered: nothing of it can be stored; dropping `outcome` says so.
+                    let Some(info) = s.ctx.store.meter_info(&meter_id)? else {
+                        return Ok(());
+                    };
+                    s.activate(&myself, info, false).await?;
+                }
+                s.deliver(&meter_id, MeterMsg::Forget { ts_ms, outcome });
                 Ok(())
             }
             ShardMsg::Tick => {

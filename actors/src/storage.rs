@@ -83,6 +83,9 @@ pub struct Store {
     pub(crate) feeder_load: Keyspace,
     pub(crate) audit: Keyspace,
     pub(crate) hints: Keyspace,
+    pub(crate) alerts: Keyspace,
+    pub(crate) alert_log: Keyspace,
+    pub(crate) dead_letters: Keyspace,
     meta: Keyspace,
     path: PathBuf,
     // Held for the life of the store: the OS releases the lock when the process dies, so a
@@ -131,6 +134,9 @@ impl Store {
             feeder_load: open("feeder_load")?,
             audit: open("audit")?,
             hints: open("hints")?,
+            alerts: open("alerts")?,
+            alert_log: open("alert_log")?,
+            dead_letters: open("dead_letters")?,
             meta: open("meta")?,
             db,
             path: dir.to_owned(),
@@ -302,6 +308,19 @@ impl Store {
         Ok((feeders, meters, if more { last } else { None }))
     }
 
+    /// The meters registered on `feeder`, with their transformer ids (one registry scan).
+    pub fn meters_of_feeder(&self, feeder: &str) -> StoreResult<Vec<(String, String)>> {
+        let mut out = Vec::new();
+        for item in self.registry.prefix(b"m") {
+            let value = item.value()?;
+            let info = MeterInfo::decode(value.as_ref()).map_err(|e| corrupt("registry", e))?;
+            if info.feeder_id == feeder {
+                out.push((info.meter_id, info.transformer_id));
+            }
+        }
+        Ok(out)
+    }
+
     /// Every registered feeder, ordered by id.
     pub fn feeders(&self) -> StoreResult<Vec<FeederInfo>> {
         let mut out = Vec::new();
@@ -373,6 +392,13 @@ impl Store {
             }
         }
         Ok(counts)
+    }
+
+    /// Whether a hint for the reading `(meter, ts_ms)` of `shard` is kept for `node`.
+    pub fn has_hint(&self, node: &str, shard: u32, meter: &str, ts_ms: i64) -> StoreResult<bool> {
+        Ok(self
+            .hints
+            .contains_key(keys::hint_key(node, shard, meter, ts_ms))?)
     }
 
     /// Up to `limit` hints kept for `node`, in key order (by shard, meter, time).

@@ -47,6 +47,12 @@ pub enum Space {
     Audit,
     /// Writes kept for a replica that was down (hinted handoff).
     Hints,
+    /// Alerts by id.
+    Alerts,
+    /// The alert change log.
+    AlertLog,
+    /// Notifications that could not be delivered.
+    DeadLetters,
 }
 
 /// One key to put (or delete, with `value: None`).
@@ -350,6 +356,9 @@ fn commit_rows(
             Space::FeederLoad => &store.feeder_load,
             Space::Audit => &store.audit,
             Space::Hints => &store.hints,
+            Space::Alerts => &store.alerts,
+            Space::AlertLog => &store.alert_log,
+            Space::DeadLetters => &store.dead_letters,
         };
         match row.value {
             Some(value) => batch.insert(space, row.key, value),

@@ -47,6 +47,7 @@ pub struct Rule {
 const ADMIN: &[Role] = &[Role::Admin];
 const INGEST: &[Role] = &[Role::Admin, Role::Ingest];
 const READ_DATA: &[Role] = &[Role::Admin, Role::Operator, Role::Analyst];
+const OPERATE: &[Role] = &[Role::Admin, Role::Operator];
 const READ_STATUS: &[Role] = &[Role::Admin, Role::Operator, Role::Analyst, Role::Viewer];
 
 const fn rule(method: &'static str, access: Access, scope: Scope) -> Rule {
@@ -124,6 +125,43 @@ pub const TABLE: &[Rule] = &[
         "/gridmesh.v1.QueryService/GetFeederLoad",
         Access::Roles(READ_STATUS),
         Scope::Feeders,
+    ),
+    rule(
+        "/gridmesh.v1.QueryService/GetForecast",
+        Access::Roles(READ_DATA),
+        Scope::Feeders,
+    ),
+    // Alerts: every reading role sees them; operators (and admins) handle them; notification
+    // plumbing is administration.
+    rule(
+        "/gridmesh.v1.AlertService/ListAlerts",
+        Access::Roles(READ_STATUS),
+        Scope::Feeders,
+    ),
+    rule(
+        "/gridmesh.v1.AlertService/WatchAlerts",
+        Access::Roles(READ_STATUS),
+        Scope::Feeders,
+    ),
+    rule(
+        "/gridmesh.v1.AlertService/AcknowledgeAlert",
+        Access::Roles(OPERATE),
+        Scope::Feeders,
+    ),
+    rule(
+        "/gridmesh.v1.AlertService/ResolveAlert",
+        Access::Roles(OPERATE),
+        Scope::Feeders,
+    ),
+    rule(
+        "/gridmesh.v1.AlertService/ListDeadLetters",
+        Access::Roles(ADMIN),
+        Scope::None,
+    ),
+    rule(
+        "/gridmesh.v1.AlertService/ReplayDeadLetters",
+        Access::Roles(ADMIN),
+        Scope::None,
     ),
     // Cluster administration.
     rule(

@@ -28,7 +28,7 @@ pub const CONFIG_VERSION: u32 = 1;
 pub const ENV_PREFIX: &str = "GRIDMESH_";
 
 /// The config file's sections, as environment overrides name them.
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 12] = [
     "node",
     "ingest",
     "storage",
@@ -37,7 +37,28 @@ const SECTIONS: [&str; 9] = [
     "replication",
     "auth",
     "tls",
+    "alerts",
+    "notify",
+    "analytics",
     "log",
+];
+
+/// Alert kinds the grid rules raise (names as in `Alert.kind`).
+pub const ALERT_KINDS: [&str; 14] = [
+    "undervoltage",
+    "overvoltage",
+    "loading_high",
+    "overload",
+    "reverse_flow",
+    "predicted_overload",
+    "energy_loss",
+    "energy_balance_step",
+    "outage",
+    "meter_silent",
+    "consumption_deviation",
+    "zero_run",
+    "frozen_run",
+    "consumption_step",
 ];
 
 /// Errors loading or validating a configuration. Each message names the key and what to do.
@@ -86,6 +107,12 @@ pub struct Config {
     pub auth: AuthConfig,
     /// TLS for gRPC and between nodes.
     pub tls: TlsConfig,
+    /// Alert lifecycle and history.
+    pub alerts: AlertsConfig,
+    /// Outbound notification sinks.
+    pub notify: NotifyConfig,
+    /// Grid rules: voltage, loading, outages, energy balance, anomalies, forecasts.
+    pub analytics: AnalyticsConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -429,6 +456,124 @@ pub struct ReplicationConfig {
     pub repair_bytes_per_s: u64,
 }
 
+/// Which voltage standard applies.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum VoltageStandard {
+    /// ANSI C84.1 Range A: 0.95–1.05 pu on 15-minute means.
+    AnsiRangeA,
+    /// ANSI C84.1 Range B: 0.917–1.058 pu on 15-minute means.
+    AnsiRangeB,
+    /// EN 50160: ±10 % on 10-minute means.
+    En50160,
+}
+
+/// The grid rules (see `docs/analytics.md` for each rule and its evaluation).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AnalyticsConfig {
+    /// Run the grid rules at all. Default true.
+    pub enabled: bool,
+    /// Voltage standard, per deployment: `ansi_range_a` (default), `ansi_range_b`, `en50160`.
+    pub voltage_standard: VoltageStandard,
+    /// Consecutive windows outside the range before a voltage alert. Default 2.
+    pub voltage_raise_after_windows: u32,
+    /// Consecutive windows inside before it clears. Default 2.
+    pub voltage_clear_after_windows: u32,
+    /// Feeder loading warning above this, % of rating. Default 90.
+    pub loading_warn_percent: f64,
+    /// Overload above this, % of rating. Default 100.
+    pub loading_overload_percent: f64,
+    /// 15-minute windows above a loading threshold before its alert. Default 2.
+    pub loading_raise_after_windows: u32,
+    /// Reverse power flow when net P is below minus this share of the rating, %. Default 5.
+    pub reverse_flow_margin_percent: f64,
+    /// How long after an interval's end its feeder load is judged (late readings). Default
+    /// `15m`.
+    #[serde(with = "duration")]
+    pub feeder_settle: Duration,
+    /// Energy balance: a daily loss ratio above this is flagged (when sustained over
+    /// `balance_days_sustained` days). Default 0.08.
+    pub balance_loss_band: f64,
+    /// Days the loss band must be exceeded in a row. Default 3.
+    pub balance_days_sustained: u32,
+    /// A meter down this long is an outage (shorter ones are momentary). Default `5m`.
+    #[serde(with = "duration")]
+    pub outage_confirm: Duration,
+    /// A meter without readings this long is silent. Default `45m`.
+    #[serde(with = "duration")]
+    pub meter_silent_after: Duration,
+    /// Robust z-score above which a 15-minute value is a consumption deviation. Default 10.
+    pub anomaly_z_threshold: f64,
+    /// Weeks of history the feeder load forecast is fitted on. Default 12.
+    pub forecast_training_weeks: u32,
+    /// Minutes east of UTC that define local days (energy balance, daily aggregates).
+    /// Default 0.
+    pub utc_offset_minutes: i32,
+}
+
+/// Alert lifecycle.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AlertsConfig {
+    /// A cleared alert resolves itself once its condition stayed clear this long (node clock;
+    /// a new raise meanwhile keeps it open). `0s` resolves at the clear. Default `15m`.
+    #[serde(with = "duration")]
+    pub auto_resolve_after: Duration,
+    /// Alert changes kept per node for `WatchAlerts` to resume from. Default 100 000.
+    pub history: u64,
+}
+
+/// Outbound notifications.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct NotifyConfig {
+    /// Webhook sinks (`[[notify.sinks]]`). Default none.
+    pub sinks: Vec<SinkConfig>,
+    /// Timeout of one delivery. Default `5s`.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// Attempts per notification before it becomes a dead letter. Default 6.
+    pub max_attempts: u32,
+    /// First retry delay; doubles per attempt, with full jitter. Default `500ms`.
+    #[serde(with = "duration")]
+    pub retry_initial: Duration,
+    /// Longest retry delay. Default `60s`.
+    #[serde(with = "duration")]
+    pub retry_max: Duration,
+    /// Consecutive failures that open a sink's circuit breaker. Default 5.
+    pub breaker_failures: u32,
+    /// How long an open breaker waits before one probe. Default `30s`.
+    #[serde(with = "duration")]
+    pub breaker_cooldown: Duration,
+    /// Notifications queued per sink; beyond it they go straight to the dead letters.
+    /// Default 10 000.
+    pub queue: u32,
+}
+
+/// One webhook: it receives a JSON POST per notified alert change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SinkConfig {
+    /// Unique name (metrics and dead letters use it).
+    pub name: String,
+    /// `http://` or `https://` URL.
+    pub url: String,
+    /// Lowest severity sent: `info`, `minor`, `major` or `critical`. Default `info`.
+    #[serde(default = "default_min_severity")]
+    pub min_severity: String,
+    /// Only these alert kinds; empty = all.
+    #[serde(default)]
+    pub kinds: Vec<String>,
+    /// Only alerts of these feeders; empty = all.
+    #[serde(default)]
+    pub feeders: Vec<String>,
+}
+
+fn default_min_severity() -> String {
+    "info".to_owned()
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -462,6 +607,9 @@ impl Default for Config {
             replication: ReplicationConfig::default(),
             auth: AuthConfig::default(),
             tls: TlsConfig::default(),
+            alerts: AlertsConfig::default(),
+            notify: NotifyConfig::default(),
+            analytics: AnalyticsConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -580,6 +728,29 @@ impl Default for AuthConfig {
     }
 }
 
+impl Default for AnalyticsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            voltage_standard: VoltageStandard::AnsiRangeA,
+            voltage_raise_after_windows: 2,
+            voltage_clear_after_windows: 2,
+            loading_warn_percent: 90.0,
+            loading_overload_percent: 100.0,
+            loading_raise_after_windows: 2,
+            reverse_flow_margin_percent: 5.0,
+            feeder_settle: Duration::from_secs(900),
+            balance_loss_band: 0.08,
+            balance_days_sustained: 3,
+            outage_confirm: Duration::from_secs(300),
+            meter_silent_after: Duration::from_secs(2700),
+            anomaly_z_threshold: 10.0,
+            forecast_training_weeks: 12,
+            utc_offset_minutes: 0,
+        }
+    }
+}
+
 impl Default for TlsConfig {
     fn default() -> Self {
         Self {
@@ -591,6 +762,108 @@ impl Default for TlsConfig {
             cluster_ca_file: PathBuf::new(),
             cluster_server_name: String::new(),
             handshake_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+impl AnalyticsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        check_range(
+            "analytics.voltage_raise_after_windows",
+            self.voltage_raise_after_windows.into(),
+            1,
+            1000,
+        )?;
+        check_range(
+            "analytics.voltage_clear_after_windows",
+            self.voltage_clear_after_windows.into(),
+            1,
+            1000,
+        )?;
+        check_range(
+            "analytics.loading_raise_after_windows",
+            self.loading_raise_after_windows.into(),
+            1,
+            1000,
+        )?;
+        check_range(
+            "analytics.balance_days_sustained",
+            self.balance_days_sustained.into(),
+            1,
+            365,
+        )?;
+        check_range(
+            "analytics.forecast_training_weeks",
+            self.forecast_training_weeks.into(),
+            3,
+            104,
+        )?;
+        if !(self.loading_warn_percent > 0.0
+            && self.loading_warn_percent <= self.loading_overload_percent
+            && self.loading_overload_percent.is_finite())
+        {
+            return invalid(format!(
+                "analytics.loading_warn_percent ({}) must be above 0 and at most \
+                 analytics.loading_overload_percent ({})",
+                self.loading_warn_percent, self.loading_overload_percent
+            ));
+        }
+        for (key, v, max) in [
+            (
+                "analytics.reverse_flow_margin_percent",
+                self.reverse_flow_margin_percent,
+                100.0,
+            ),
+            ("analytics.balance_loss_band", self.balance_loss_band, 1.0),
+            (
+                "analytics.anomaly_z_threshold",
+                self.anomaly_z_threshold,
+                1000.0,
+            ),
+        ] {
+            if !(v.is_finite() && v > 0.0 && v <= max) {
+                return invalid(format!("{key} = {v} must be above 0 and at most {max}"));
+            }
+        }
+        if self.utc_offset_minutes.abs() > 14 * 60 {
+            return invalid(format!(
+                "analytics.utc_offset_minutes = {} is beyond ±14 h",
+                self.utc_offset_minutes
+            ));
+        }
+        for (key, value) in [
+            ("analytics.feeder_settle", self.feeder_settle),
+            ("analytics.meter_silent_after", self.meter_silent_after),
+        ] {
+            if value.is_zero() {
+                return invalid(format!("{key} must be more than 0s"));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for AlertsConfig {
+    fn default() -> Self {
+        Self {
+            auto_resolve_after: Duration::from_secs(900),
+            history: 100_000,
+        }
+    }
+}
+
+impl Default for NotifyConfig {
+    fn default() -> Self {
+        Self {
+            sinks: Vec::new(),
+            timeout: Duration::from_secs(5),
+            max_attempts: 6,
+            retry_initial: Duration::from_millis(500),
+            retry_max: Duration::from_secs(60),
+            breaker_failures: 5,
+            breaker_cooldown: Duration::from_secs(30),
+            queue: 10_000,
         }
     }
 }
@@ -649,6 +922,9 @@ impl Config {
         self.actors.validate()?;
         self.cluster.validate(self)?;
         self.replication.validate()?;
+        check_range("alerts.history", self.alerts.history, 100, 100_000_000)?;
+        self.notify.validate()?;
+        self.analytics.validate()?;
         self.auth.validate()?;
         self.tls.validate(self)
     }
@@ -871,6 +1147,75 @@ impl ActorsConfig {
     /// Active-meter budget of one shard: the node budget split evenly, rounded up.
     pub fn meters_per_shard(&self) -> usize {
         self.max_active_meters.div_ceil(self.shards) as usize
+    }
+}
+
+impl NotifyConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        check_range("notify.max_attempts", self.max_attempts.into(), 1, 100)?;
+        check_range(
+            "notify.breaker_failures",
+            self.breaker_failures.into(),
+            1,
+            1000,
+        )?;
+        check_range("notify.queue", self.queue.into(), 1, 10_000_000)?;
+        for (key, value) in [
+            ("notify.timeout", self.timeout),
+            ("notify.retry_initial", self.retry_initial),
+            ("notify.breaker_cooldown", self.breaker_cooldown),
+        ] {
+            if value.is_zero() {
+                return invalid(format!("{key} must be more than 0s"));
+            }
+        }
+        if self.retry_max < self.retry_initial {
+            return invalid("notify.retry_max must be at least notify.retry_initial".to_owned());
+        }
+        let mut names = std::collections::BTreeSet::new();
+        for sink in &self.sinks {
+            if sink.name.is_empty() || sink.name.len() > 64 {
+                return invalid(
+                    "notify.sinks: every sink needs a name of 1 to 64 characters".into(),
+                );
+            }
+            if !names.insert(sink.name.as_str()) {
+                return invalid(format!(
+                    "notify.sinks: the name {:?} is used twice",
+                    sink.name
+                ));
+            }
+            let rest = sink
+                .url
+                .strip_prefix("http://")
+                .or_else(|| sink.url.strip_prefix("https://"));
+            let host = rest.map(|r| r.split(['/', '?']).next().unwrap_or(""));
+            if host.is_none_or(str::is_empty) {
+                return invalid(format!(
+                    "notify.sinks {:?}: url {:?} must be an http:// or https:// URL with a host",
+                    sink.name, sink.url
+                ));
+            }
+            if !["info", "minor", "major", "critical"].contains(&sink.min_severity.as_str()) {
+                return invalid(format!(
+                    "notify.sinks {:?}: min_severity {:?} must be info, minor, major or critical",
+                    sink.name, sink.min_severity
+                ));
+            }
+            if let Some(kind) = sink
+                .kinds
+                .iter()
+                .find(|k| !ALERT_KINDS.contains(&k.as_str()))
+            {
+                return invalid(format!(
+                    "notify.sinks {:?}: kind {kind:?} is not an alert kind; known: {}",
+                    sink.name,
+                    ALERT_KINDS.join(", ")
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -9,7 +9,7 @@ use std::process::ExitCode;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use gridmesh_config::{Config, SyncMode};
 
-use crate::{admin, demo, server, topology};
+use crate::{admin, alerts_cli, demo, server, topology};
 
 /// GridMesh: smart-grid analytics on a cluster of identical actor nodes.
 #[derive(Debug, Parser)]
@@ -38,6 +38,9 @@ enum Command {
     /// Inspect a cluster: members, shard map, per-node statistics.
     #[command(subcommand)]
     Admin(admin::AdminCommand),
+    /// Alerts: list, watch, acknowledge, resolve; undelivered notifications.
+    #[command(subcommand)]
+    Alerts(alerts_cli::AlertsCommand),
     /// Check a configuration, or print the annotated defaults.
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -190,6 +193,7 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Login { target } => crate::users::login(&target).await,
         Command::User(command) => crate::users::run(command).await,
         Command::Auth(command) => crate::users::run_auth(command),
+        Command::Alerts(command) => alerts_cli::run(command).await,
         Command::Config(ConfigCommand::Check { config }) => return check_config(config),
         Command::Config(ConfigCommand::Defaults) => {
             print!(

@@ -3,6 +3,7 @@
 //! and owns no domain logic of its own.
 
 pub mod admin;
+pub mod alerts_cli;
 pub mod authn;
 pub mod bootstrap;
 pub mod cli;

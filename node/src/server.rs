@@ -25,6 +25,7 @@ use gridmesh_actors::storage::Store;
 use gridmesh_actors::writer::{Writer, WriterTask};
 use gridmesh_config::Config;
 use gridmesh_proto::v1::admin_service_server::AdminServiceServer;
+use gridmesh_proto::v1::alert_service_server::AlertServiceServer;
 use gridmesh_proto::v1::auth_service_server::AuthServiceServer;
 use gridmesh_proto::v1::ingest_service_server::IngestServiceServer;
 use gridmesh_proto::v1::query_service_server::QueryServiceServer;
@@ -38,6 +39,7 @@ use tokio_stream::wrappers::TcpListenerStream;
 use crate::authn::AuthLayer;
 use crate::http::{self, HttpState};
 use crate::services::admin::AdminApi;
+use crate::services::alerts::AlertApi;
 use crate::services::auth::AuthApi;
 use crate::services::ingest::IngestApi;
 use crate::services::query::QueryApi;
@@ -229,6 +231,7 @@ async fn serve_grpc(
     health.set_serving::<QueryServiceServer<QueryApi>>().await;
     health.set_serving::<AdminServiceServer<AdminApi>>().await;
     health.set_serving::<AuthServiceServer<AuthApi>>().await;
+    health.set_serving::<AlertServiceServer<AlertApi>>().await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
         .register_encoded_file_descriptor_set(gridmesh_proto::FILE_DESCRIPTOR_SET)
@@ -250,6 +253,7 @@ async fn serve_grpc(
         QueryServiceServer::new(QueryApi::new(api.clone())).max_encoding_message_size(max_message);
     let admin = AdminServiceServer::new(AdminApi::new(api.clone()));
     let auth_service = AuthServiceServer::new(AuthApi::new(auth.clone(), ctx.clone()));
+    let alerts = AlertServiceServer::new(AlertApi::new(api.clone()));
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
     let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
@@ -269,6 +273,7 @@ async fn serve_grpc(
         .add_service(query)
         .add_service(admin)
         .add_service(auth_service)
+        .add_service(alerts)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_rx.await;
         });

@@ -2,6 +2,7 @@
 //! actor system or the store, and maps errors through [`crate::status`].
 
 pub mod admin;
+pub mod alerts;
 pub mod auth;
 pub mod ingest;
 pub mod query;

@@ -138,6 +138,138 @@ fn describe_metrics() {
         "gridmesh_storage_write_queue",
         "Write requests waiting for the group-commit writer."
     );
+    describe_counter!(
+        "gridmesh_alert_changes_total",
+        "Alert changes made on this node (opened, occurred, cleared, acknowledged, resolved)."
+    );
+    describe_counter!(
+        "gridmesh_alert_events_total",
+        "Raise and clear events from the grid rules, by event."
+    );
+    describe_gauge!(
+        "gridmesh_alerts_open",
+        "Alerts not resolved, as this node knows them."
+    );
+    describe_gauge!(
+        "gridmesh_anti_entropy_differing_shards",
+        "Shard copies that differed from a peer's at the start of the last round."
+    );
+    describe_counter!(
+        "gridmesh_anti_entropy_pushed_total",
+        "Readings anti-entropy copied to peers."
+    );
+    describe_counter!(
+        "gridmesh_anti_entropy_rounds_total",
+        "Anti-entropy rounds finished."
+    );
+    describe_counter!(
+        "gridmesh_cluster_bad_frames_total",
+        "Frames from peers that did not decode."
+    );
+    describe_gauge!(
+        "gridmesh_cluster_epoch",
+        "Epoch of this node's membership view."
+    );
+    describe_gauge!(
+        "gridmesh_cluster_members",
+        "Members in this node's view, by state."
+    );
+    describe_counter!(
+        "gridmesh_cluster_sessions_refused_total",
+        "Cluster sessions that closed before authenticating."
+    );
+    describe_histogram!(
+        "gridmesh_digest_build_seconds",
+        Unit::Seconds,
+        "Time to scan the store into anti-entropy digests."
+    );
+    describe_counter!(
+        "gridmesh_failure_detections_total",
+        "Peers this node declared suspect or down, by state."
+    );
+    describe_counter!(
+        "gridmesh_feeder_days_closed_total",
+        "Local days of feeder load closed (balance and forecast run)."
+    );
+    describe_counter!(
+        "gridmesh_feeder_updates_dropped_total",
+        "Feeder updates that could not reach the feeder's owner."
+    );
+    describe_gauge!(
+        "gridmesh_forward_inflight",
+        "Forwarded calls in flight, by peer."
+    );
+    describe_histogram!(
+        "gridmesh_forward_latency_seconds",
+        Unit::Seconds,
+        "Round trip of a call forwarded to a peer."
+    );
+    describe_counter!(
+        "gridmesh_forward_unknown_total",
+        "Forwarded calls without an answer in time (outcome unknown)."
+    );
+    describe_counter!(
+        "gridmesh_forwarded_calls_total",
+        "Calls forwarded to peers."
+    );
+    describe_counter!(
+        "gridmesh_gateway_busy_total",
+        "Calls from peers refused because too many were in flight."
+    );
+    describe_counter!(
+        "gridmesh_hints_handed_off_total",
+        "Hinted writes handed off to the members they were kept for."
+    );
+    describe_gauge!(
+        "gridmesh_hints_pending",
+        "Hinted writes this node keeps for members that were down."
+    );
+    describe_counter!(
+        "gridmesh_ingest_unreplicated_total",
+        "Batches that missed the write quorum (answered UNAVAILABLE)."
+    );
+    describe_counter!(
+        "gridmesh_notifications_dead_total",
+        "Notifications given up as dead letters, by sink."
+    );
+    describe_counter!(
+        "gridmesh_notifications_sent_total",
+        "Notifications delivered, by sink."
+    );
+    describe_gauge!(
+        "gridmesh_notify_breaker_open",
+        "1 while a sink's circuit breaker is open, by sink."
+    );
+    describe_counter!(
+        "gridmesh_notify_failures_total",
+        "Failed notification attempts, by sink."
+    );
+    describe_histogram!(
+        "gridmesh_notify_latency_seconds",
+        Unit::Seconds,
+        "Duration of one notification attempt, by sink."
+    );
+    describe_counter!(
+        "gridmesh_replica_readings_received_total",
+        "Readings other nodes copied here, by cause."
+    );
+    describe_counter!(
+        "gridmesh_replica_write_failures_total",
+        "Copies of a write a replica did not make durable."
+    );
+    describe_histogram!(
+        "gridmesh_replication_latency_seconds",
+        Unit::Seconds,
+        "Time to copy a batch's readings to its replicas."
+    );
+    describe_counter!(
+        "gridmesh_shard_moves_total",
+        "Shards whose owner changed in this node's map."
+    );
+    describe_counter!(
+        "gridmesh_substitute_copies_dropped_total",
+        "Copies a substitute deleted after handing them off."
+    );
 }
 
 fn describe_auth_metrics() {

@@ -82,6 +82,14 @@ pub enum QueryCommand {
         #[command(flatten)]
         range: RangeArgs,
     },
+    /// The feeder's latest day-ahead load forecast (hourly means of the 15-minute values).
+    Forecast {
+        /// Feeder id.
+        feeder: String,
+        /// Node address.
+        #[arg(long, short = 't', default_value = "127.0.0.1:7100")]
+        target: String,
+    },
 }
 
 /// A time range and resolution.
@@ -424,6 +432,39 @@ pub async fn run_query(command: QueryCommand) -> anyhow::Result<()> {
         }
         QueryCommand::Readings { meter, range } => query_readings(meter, range).await,
         QueryCommand::Feeder { feeder, range } => query_feeder(feeder, range).await,
+        QueryCommand::Forecast { feeder, target } => {
+            let client = crate::connect::connect(&target).await?;
+            let f = client
+                .query()
+                .get_forecast(gridmesh_proto::v1::GetForecastRequest { feeder_id: feeder })
+                .await?
+                .into_inner();
+            println!(
+                "forecast of {} made {} with {} ({} periods of {} min; rating {} kVA)",
+                f.feeder_id,
+                format_ts(f.issued_ts_ms),
+                f.method,
+                f.load_w.len(),
+                f.step_ms / 60_000,
+                f.rating_kva
+            );
+            let per_hour = (3_600_000 / f.step_ms.max(1)).max(1) as usize;
+            for (h, chunk) in f.load_w.chunks(per_hour).enumerate() {
+                let mean = chunk.iter().sum::<f64>() / chunk.len() as f64;
+                let start = f.first_start_ts_ms + h as i64 * 3_600_000;
+                let loading = if f.rating_kva > 0.0 {
+                    format!("{:>6.1} %", 100.0 * mean / (f.rating_kva * 1000.0))
+                } else {
+                    String::new()
+                };
+                println!(
+                    "  {}  {:>10.1} kW  {loading}",
+                    format_ts(start),
+                    mean / 1000.0
+                );
+            }
+            Ok(())
+        }
     }
 }
 

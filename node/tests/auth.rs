@@ -94,6 +94,7 @@ const ADMIN: &[&str] = &["admin"];
 const INGEST: &[&str] = &["admin", "ingest"];
 const DATA: &[&str] = &["admin", "operator", "analyst"];
 const STATUS: &[&str] = &["admin", "operator", "analyst", "viewer"];
+const OPERATE: &[&str] = &["admin", "operator"];
 
 /// Who may call what, written out from the issue independently of the permission table.
 const EXPECTED: &[(&str, &[&str])] = &[
@@ -108,6 +109,13 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("QueryService/GetReadings", DATA),
     ("QueryService/GetMeterStatus", STATUS),
     ("QueryService/GetFeederLoad", STATUS),
+    ("QueryService/GetForecast", DATA),
+    ("AlertService/ListAlerts", STATUS),
+    ("AlertService/WatchAlerts", STATUS),
+    ("AlertService/AcknowledgeAlert", OPERATE),
+    ("AlertService/ResolveAlert", OPERATE),
+    ("AlertService/ListDeadLetters", ADMIN),
+    ("AlertService/ReplayDeadLetters", ADMIN),
     ("AdminService/ListMembers", ADMIN),
     ("AdminService/GetShardMap", ADMIN),
     ("AdminService/GetNodeStats", ADMIN),
@@ -236,6 +244,56 @@ async fn invoke(node: &NodeProcess, client: &Client, user: &str, method: &str, n
                     to_ts_ms: base_ts() + DAY_MS,
                     resolution: Resolution::Day as i32,
                 })
+                .await,
+        ),
+        "QueryService/GetForecast" => code(
+            client
+                .query()
+                .get_forecast(GetForecastRequest {
+                    feeder_id: "F-0".into(),
+                })
+                .await,
+        ),
+        "AlertService/ListAlerts" => code(
+            client
+                .alerts()
+                .list_alerts(ListAlertsRequest::default())
+                .await,
+        ),
+        "AlertService/WatchAlerts" => code(
+            client
+                .alerts()
+                .watch_alerts(WatchAlertsRequest::default())
+                .await,
+        ),
+        "AlertService/AcknowledgeAlert" => code(
+            client
+                .alerts()
+                .acknowledge_alert(AcknowledgeAlertRequest {
+                    alert_id: "no-such-alert".into(),
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "AlertService/ResolveAlert" => code(
+            client
+                .alerts()
+                .resolve_alert(ResolveAlertRequest {
+                    alert_id: "no-such-alert".into(),
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "AlertService/ListDeadLetters" => code(
+            client
+                .alerts()
+                .list_dead_letters(ListDeadLettersRequest::default())
+                .await,
+        ),
+        "AlertService/ReplayDeadLetters" => code(
+            client
+                .alerts()
+                .replay_dead_letters(ReplayDeadLettersRequest::default())
                 .await,
         ),
         "AdminService/ListMembers" => {
@@ -552,6 +610,23 @@ async fn feeder_scope_limits_queries_and_ingest() {
             .map(|f| f.feeder_id.as_str())
             .collect::<Vec<_>>(),
         ["F-0"]
+    );
+
+    // Alerts: another feeder's are refused, acting on an unknown alert looks out of scope.
+    let other = ListAlertsRequest {
+        feeder_id: "F-1".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        code(scoped.alerts().list_alerts(other).await),
+        Code::PermissionDenied
+    );
+    let forecast = GetForecastRequest {
+        feeder_id: "F-1".into(),
+    };
+    assert_eq!(
+        code(scoped.query().get_forecast(forecast).await),
+        Code::PermissionDenied
     );
 
     // Ingest: a batch with one reading outside the scope is refused whole; nothing stored.

@@ -180,6 +180,22 @@ async fn readings_of(client: &Client, m: usize, local_only: bool) -> BTreeMap<i6
         .collect()
 }
 
+/// Copies beyond two of every stored reading, over all meters, and the readings counted.
+async fn extra_copies(clients: &[Client]) -> (usize, usize) {
+    let (mut extra, mut total) = (0, 0);
+    for m in 0..METERS {
+        let mut copies: BTreeMap<i64, usize> = BTreeMap::new();
+        for client in clients {
+            for ts in readings_of(client, m, true).await.keys() {
+                *copies.entry(*ts).or_default() += 1;
+            }
+        }
+        total += copies.len();
+        extra += copies.values().map(|n| n.saturating_sub(2)).sum::<usize>();
+    }
+    (extra, total)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_readings_survive_kill_empty_disk_and_pause() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -263,9 +279,36 @@ async fn acknowledged_readings_survive_kill_empty_disk_and_pause() {
             .get_replica_status(GetReplicaStatusRequest::default())
             .await
             .map(tonic::Response::into_inner);
-        status.is_ok_and(|s| s.shards.iter().all(|shard| shard.converged))
+        status.is_ok_and(|s| {
+            s.shards.iter().all(|shard| shard.converged)
+                && s.nodes
+                    .iter()
+                    .all(|n| n.hints_pending.values().sum::<u64>() == 0)
+        })
     })
     .await;
+    // Substitutes drop what they handed off (through their meter actors, just after the
+    // handoff): wait until at most a few copies beyond R remain — those made while views
+    // disagreed, which nothing owes anyone.
+    let mut extra;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        extra = extra_copies(&clients).await;
+        if extra.0 * 20 <= extra.1 || Instant::now() > deadline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    println!(
+        "copies beyond the replication factor: {} of {} readings",
+        extra.0, extra.1
+    );
+    assert!(
+        extra.0 * 20 <= extra.1,
+        "substitutes kept {} copies of {} readings after handing them off",
+        extra.0,
+        extra.1
+    );
 
     // Every acknowledged reading is readable once, from any node, with its value; no refused
     // reading is stored; every stored reading has copies on at least two nodes.

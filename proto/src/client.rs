@@ -26,6 +26,7 @@ use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity
 use tonic::{Code, Status};
 
 use crate::v1::admin_service_client::AdminServiceClient;
+use crate::v1::alert_service_client::AlertServiceClient;
 use crate::v1::auth_service_client::AuthServiceClient;
 use crate::v1::ingest_service_client::IngestServiceClient;
 use crate::v1::query_service_client::QueryServiceClient;
@@ -385,6 +386,11 @@ impl Client {
     /// The admin stub.
     pub fn admin(&self) -> AdminServiceClient<AuthChannel> {
         AdminServiceClient::new(self.intercepted()).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    }
+
+    /// The alert stub.
+    pub fn alerts(&self) -> AlertServiceClient<AuthChannel> {
+        AlertServiceClient::new(self.intercepted()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// Pushes one batch, retrying transient errors per the policy. Returns the ack and how

@@ -4,8 +4,8 @@
 use gridmesh_actors::api::Api;
 use gridmesh_proto::v1::query_service_server::QueryService;
 use gridmesh_proto::v1::{
-    GetFeederLoadRequest, GetFeederLoadResponse, GetMeterStatusRequest, GetReadingsRequest,
-    GetReadingsResponse, MeterStatus,
+    GetFeederLoadRequest, GetFeederLoadResponse, GetForecastRequest, GetForecastResponse,
+    GetMeterStatusRequest, GetReadingsRequest, GetReadingsResponse, MeterStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -58,6 +58,17 @@ impl QueryService for QueryApi {
         scope::feeder(&principal(&request)?, &request.get_ref().feeder_id)?;
         self.api
             .get_feeder_load(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_forecast(
+        &self,
+        request: Request<GetForecastRequest>,
+    ) -> Result<Response<GetForecastResponse>, Status> {
+        scope::feeder(&principal(&request)?, &request.get_ref().feeder_id)?;
+        self.api
+            .get_forecast(request.into_inner())
             .await
             .map(Response::new)
     }

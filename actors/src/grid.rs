@@ -1,0 +1,358 @@
+//! The grid rules as the actors run them: the glue between the meter and feeder actors and the
+//! pure rules of [`gridmesh_analytics`].
+//!
+//! - [`MeterRules`] (in each meter actor, on the meter's primary only — replicas do not raise
+//!   alerts): per-phase voltage on interval means against the deployment's standard.
+//! - [`FeederRules`] (in the feeder actor on the feeder's owner, which receives every meter's
+//!   contributions and outage signals wherever the meters live): loading, overload and
+//!   reverse flow once per 15-minute interval after `analytics.feeder_settle`; outages from
+//!   last gasps, restores and silent meters, grouped by transformer; the daily energy balance;
+//!   and a day-ahead load forecast refitted every local midnight, with a predicted-overload
+//!   alert.
+//!
+//! Time is meter time throughout: an interval is judged when readings at least
+//! `feeder_settle` past its end have been seen, so a simulated day runs as fast as its
+//! readings arrive and a real one in real time.
+
+use std::collections::{HashSet, VecDeque};
+
+use gridmesh_analytics::alert::{AlertEvent, Asset};
+use gridmesh_analytics::balance::{BalanceDay, BalanceRules, EnergyBalanceMonitor};
+use gridmesh_analytics::forecast::{ForecastConfig, Forecaster};
+use gridmesh_analytics::loading::{LoadingMonitor, LoadingRules, PredictedOverloadMonitor};
+use gridmesh_analytics::outage::{MeterSignal, OutageRules, OutageTracker};
+use gridmesh_analytics::voltage::{VoltageMonitor, VoltageRules, VoltageStandard, WindowAverager};
+use gridmesh_config::{AnalyticsConfig, VoltageStandard as Standard};
+use gridmesh_proto::v1::{MeterEventKind, Reading};
+
+use crate::buckets::MIN15_MS;
+
+const DAY_MS: i64 = 86_400_000;
+
+/// A meter's signal for its feeder's outage tracker.
+#[derive(Debug, Clone, PartialEq)]
+pub struct OutageSignal {
+    /// The meter.
+    pub meter_id: String,
+    /// Reading time (meter time), ms.
+    pub ts_ms: i64,
+    /// What it says.
+    pub signal: SignalKind,
+}
+
+/// What a meter's reading says about its supply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SignalKind {
+    /// A reading: supplied at that time.
+    Reading,
+    /// Last gasp.
+    LastGasp,
+    /// Power restore.
+    Restore,
+}
+
+/// The supply signals in one accepted reading.
+pub fn signals_of(meter_id: &str, reading: &Reading) -> Vec<OutageSignal> {
+    let mut out = Vec::new();
+    for event in &reading.events {
+        let signal = match MeterEventKind::try_from(*event) {
+            Ok(MeterEventKind::LastGasp) => SignalKind::LastGasp,
+            Ok(MeterEventKind::PowerRestore) => SignalKind::Restore,
+            _ => continue,
+        };
+        out.push(OutageSignal {
+            meter_id: meter_id.to_owned(),
+            ts_ms: reading.ts_ms,
+            signal,
+        });
+    }
+    if out.is_empty() {
+        out.push(OutageSignal {
+            meter_id: meter_id.to_owned(),
+            ts_ms: reading.ts_ms,
+            signal: SignalKind::Reading,
+        });
+    }
+    out
+}
+
+fn voltage_rules(config: &AnalyticsConfig) -> VoltageRules {
+    VoltageRules {
+        standard: match config.voltage_standard {
+            Standard::AnsiRangeA => VoltageStandard::AnsiRangeA,
+            Standard::AnsiRangeB => VoltageStandard::AnsiRangeB,
+            Standard::En50160 => VoltageStandard::En50160,
+        },
+        raise_after_windows: config.voltage_raise_after_windows,
+        clear_after_windows: config.voltage_clear_after_windows,
+    }
+}
+
+/// The rules one meter actor runs.
+#[derive(Debug)]
+pub struct MeterRules {
+    averager: WindowAverager,
+    voltage: VoltageMonitor,
+}
+
+impl MeterRules {
+    /// Rules for a meter of `nominal_v` (none when analytics are off or the meter has no
+    /// nominal voltage: its voltage cannot be judged).
+    pub fn new(config: &AnalyticsConfig, meter_id: &str, nominal_v: f64) -> Option<MeterRules> {
+        if !config.enabled {
+            return None;
+        }
+        let rules = voltage_rules(config);
+        let voltage = VoltageMonitor::new(meter_id, nominal_v, rules).ok()?;
+        let averager = WindowAverager::new(rules.standard.window_ms()).ok()?;
+        Some(MeterRules { averager, voltage })
+    }
+
+    /// An accepted, in-order reading; returns alert events.
+    pub fn observe(&mut self, reading: &Reading) -> Vec<AlertEvent> {
+        let Some(v) = reading.voltage_v.as_ref() else {
+            return Vec::new();
+        };
+        match self.averager.push(reading.ts_ms, [v.l1, v.l2, v.l3]) {
+            Some(w) => self.voltage.observe_window(w.start_ms, w.end_ms, w.means_v),
+            None => Vec::new(),
+        }
+    }
+}
+
+/// What a feeder's rules need from the registry.
+#[derive(Debug, Clone)]
+pub struct FeederSetup {
+    /// The feeder.
+    pub feeder_id: String,
+    /// Rating, kVA (0: not rated, no loading rules).
+    pub rating_kva: f64,
+    /// Its meters with their transformer ids (the head meter excluded).
+    pub meters: Vec<(String, String)>,
+}
+
+/// A day-ahead forecast of a feeder's mean load.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FeederForecast {
+    /// When it was made (meter time), ms.
+    pub issued_ts_ms: i64,
+    /// Start of the first period, ms.
+    pub first_start_ms: i64,
+    /// Period length, ms.
+    pub step_ms: i64,
+    /// Mean load per period, W.
+    pub values_w: Vec<f64>,
+    /// The method used (after any fallback for short history).
+    pub method: String,
+}
+
+#[derive(Debug, Default)]
+struct DayAcc {
+    day: i64,
+    head_wh: f64,
+    customers_wh: f64,
+    meters: HashSet<String>,
+}
+
+/// The rules one feeder actor runs.
+#[derive(Debug)]
+pub struct FeederRules {
+    feeder_id: String,
+    loading: Option<LoadingMonitor>,
+    predicted: Option<PredictedOverloadMonitor>,
+    outage: OutageTracker,
+    balance: EnergyBalanceMonitor,
+    forecast_config: ForecastConfig,
+    customer_meters: u32,
+    settle_ms: i64,
+    offset_ms: i64,
+    /// Start of the next interval to judge.
+    next: Option<i64>,
+    /// Newest reading time seen.
+    newest_ts: i64,
+    /// Mean load of judged intervals, oldest first (the forecast's history).
+    history: VecDeque<f64>,
+    history_max: usize,
+    day: Option<DayAcc>,
+    forecast: Option<FeederForecast>,
+}
+
+/// A judged interval's totals, as the feeder actor's live view has them.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct IntervalTotals {
+    /// Customer import minus export, Wh.
+    pub customer_net_wh: f64,
+    /// Head meter import, Wh.
+    pub head_import_wh: f64,
+}
+
+impl FeederRules {
+    /// Rules for a feeder (none when analytics are off).
+    pub fn new(config: &AnalyticsConfig, setup: FeederSetup) -> Option<FeederRules> {
+        if !config.enabled {
+            return None;
+        }
+        let asset = Asset::feeder(setup.feeder_id.clone());
+        let rating_va = setup.rating_kva * 1000.0;
+        let loading_rules = LoadingRules {
+            warn_percent: config.loading_warn_percent,
+            overload_percent: config.loading_overload_percent,
+            raise_after_windows: config.loading_raise_after_windows,
+            reverse_margin_percent: config.reverse_flow_margin_percent,
+            ..LoadingRules::default()
+        };
+        let loading = LoadingMonitor::new(asset.clone(), rating_va, loading_rules).ok();
+        let predicted =
+            PredictedOverloadMonitor::new(asset, rating_va, config.loading_overload_percent).ok();
+        let outage_rules = OutageRules {
+            confirm_ms: config.outage_confirm.as_millis() as i64,
+            silent_after_ms: config.meter_silent_after.as_millis() as i64,
+            ..OutageRules::default()
+        };
+        let customer_meters = setup.meters.len() as u32;
+        let outage =
+            OutageTracker::new(setup.feeder_id.clone(), setup.meters, outage_rules).ok()?;
+        let balance_rules = BalanceRules {
+            loss_band: config.balance_loss_band,
+            days_sustained: config.balance_days_sustained,
+            ..BalanceRules::default()
+        };
+        let balance = EnergyBalanceMonitor::new(setup.feeder_id.clone(), balance_rules).ok()?;
+        let forecast_config = ForecastConfig {
+            training_weeks: config.forecast_training_weeks as usize,
+            ..ForecastConfig::default()
+        };
+        let history_max = forecast_config.training_weeks * 7 * 96;
+        Some(FeederRules {
+            feeder_id: setup.feeder_id,
+            loading,
+            predicted,
+            outage,
+            balance,
+            forecast_config,
+            customer_meters,
+            settle_ms: config.feeder_settle.as_millis() as i64,
+            offset_ms: i64::from(config.utc_offset_minutes) * 60_000,
+            next: None,
+            newest_ts: 0,
+            history: VecDeque::new(),
+            history_max,
+            day: None,
+            forecast: None,
+        })
+    }
+
+    /// The latest forecast.
+    pub fn forecast(&self) -> Option<&FeederForecast> {
+        self.forecast.as_ref()
+    }
+
+    /// Outage signals from the feeder's meters.
+    pub fn signals(&mut self, signals: &[OutageSignal]) -> Vec<AlertEvent> {
+        let mut events = Vec::new();
+        for s in signals {
+            let signal = match s.signal {
+                SignalKind::Reading => MeterSignal::Reading,
+                SignalKind::LastGasp => MeterSignal::LastGasp,
+                SignalKind::Restore => MeterSignal::PowerRestore,
+            };
+            // A meter the tracker does not know (registered after activation) is skipped.
+            if let Ok(e) = self.outage.observe(&s.meter_id, signal, s.ts_ms) {
+                events.extend(e);
+            }
+            self.newest_ts = self.newest_ts.max(s.ts_ms);
+            if self.next.is_none() {
+                self.next = Some((s.ts_ms - 1).div_euclid(MIN15_MS) * MIN15_MS);
+            }
+        }
+        events.extend(self.outage.tick(self.newest_ts));
+        events
+    }
+
+    /// Intervals whose end plus the settle time the readings have passed, in order: the caller
+    /// judges each with [`FeederRules::judge`].
+    pub fn due(&mut self) -> Vec<i64> {
+        let mut due = Vec::new();
+        while let Some(start) = self.next {
+            if start + MIN15_MS + self.settle_ms > self.newest_ts || due.len() >= 96 {
+                break;
+            }
+            due.push(start);
+            self.next = Some(start + MIN15_MS);
+        }
+        due
+    }
+
+    /// Judges one interval with its totals and the customer meters that reported in it.
+    pub fn judge(
+        &mut self,
+        start: i64,
+        totals: IntervalTotals,
+        meters: &[String],
+    ) -> Vec<AlertEvent> {
+        let mut events = Vec::new();
+        let p_w = totals.customer_net_wh * 3_600_000.0 / MIN15_MS as f64;
+        if let Some(loading) = &mut self.loading
+            && let Ok(window) = loading.observe(start, start + MIN15_MS, p_w, 0.0)
+        {
+            events.extend(window.events);
+        }
+        self.history.push_back(p_w);
+        while self.history.len() > self.history_max {
+            self.history.pop_front();
+        }
+        // Local days for the balance and the forecast.
+        let local_day = (start + self.offset_ms).div_euclid(DAY_MS);
+        if self.day.as_ref().is_some_and(|d| d.day != local_day)
+            && let Some(done) = self.day.take()
+        {
+            events.extend(self.close_day(done, start));
+        }
+        let day = self.day.get_or_insert_with(|| DayAcc {
+            day: local_day,
+            ..DayAcc::default()
+        });
+        day.head_wh += totals.head_import_wh;
+        day.customers_wh += totals.customer_net_wh;
+        day.meters.extend(meters.iter().cloned());
+        events
+    }
+
+    fn close_day(&mut self, done: DayAcc, next_start: i64) -> Vec<AlertEvent> {
+        let mut events = Vec::new();
+        let end_ts_ms = (done.day + 1) * DAY_MS - self.offset_ms;
+        let outcome = self.balance.observe_day(&BalanceDay {
+            day: done.day,
+            end_ts_ms,
+            head_wh: done.head_wh,
+            customers_wh: done.customers_wh,
+            meters_reporting: done.meters.len() as u32,
+            meters_expected: self.customer_meters,
+        });
+        events.extend(outcome.events);
+        // Refit and forecast the next day from the judged history.
+        let history: Vec<f64> = self.history.iter().copied().collect();
+        if let Ok(model) = Forecaster::fit(self.forecast_config, &history)
+            && let Ok(forecast) = model.forecast(&history)
+        {
+            if let Some(p) = &mut self.predicted {
+                events.extend(p.observe_forecast(
+                    next_start,
+                    next_start,
+                    MIN15_MS,
+                    &forecast.values,
+                ));
+            }
+            self.forecast = Some(FeederForecast {
+                issued_ts_ms: next_start,
+                first_start_ms: next_start,
+                step_ms: MIN15_MS,
+                values_w: forecast.values,
+                method: forecast.method.name().to_owned(),
+            });
+        }
+        metrics::counter!("gridmesh_feeder_days_closed_total").increment(1);
+        tracing::debug!(feeder = %self.feeder_id, day = done.day, "feeder day closed");
+        events
+    }
+}

@@ -1,0 +1,274 @@
+//! Alerts end to end on a real node: the grid rules raise them from readings, `AlertService`
+//! lists and streams them, operators acknowledge and resolve them, cleared conditions resolve
+//! themselves, a watcher resumes from its cursor, and alerts survive a restart.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::*;
+use gridmesh_proto::client::Client;
+use gridmesh_proto::v1::{
+    AcknowledgeAlertRequest, Alert, AlertChange, AlertState, FeederInfo, GetForecastRequest,
+    ImportTopologyRequest, ListAlertsRequest, MeterInfo, PhaseValues, Reading, ReadingBatch,
+    ResolveAlertRequest, ServiceType, WatchAlertsRequest,
+};
+use tonic::Code;
+
+const METERS: usize = 4;
+
+fn topology() -> ImportTopologyRequest {
+    ImportTopologyRequest {
+        feeders: vec![FeederInfo {
+            feeder_id: "F-A".into(),
+            // 10 kVA: four meters drawing 3 kW each overload it.
+            rating_kva: 10.0,
+            head_meter_id: String::new(),
+        }],
+        meters: (0..METERS)
+            .map(|m| MeterInfo {
+                meter_id: meter_id(m),
+                feeder_id: "F-A".into(),
+                transformer_id: "TR-1".into(),
+                nominal_voltage_v: 230.0,
+                service_type: ServiceType::Residential as i32,
+                has_pv: false,
+            })
+            .collect(),
+    }
+}
+
+/// Reading `k` (15 minutes apart) of meter `m`, with a voltage and an interval energy.
+fn sample(m: usize, k: i64, volts: f64, energy_wh: f64) -> Reading {
+    Reading {
+        meter_id: meter_id(m),
+        ts_ms: base_ts() + (k + 1) * QUARTER_MS,
+        energy_import_register_wh: Some(1000.0 + k as f64 * 1000.0),
+        interval_energy_import_wh: Some(energy_wh),
+        voltage_v: Some(PhaseValues {
+            l1: Some(volts),
+            l2: None,
+            l3: None,
+        }),
+        ..Reading::default()
+    }
+}
+
+async fn push(client: &Client, k: i64, volts: impl Fn(usize) -> f64, energy_wh: f64) {
+    let readings = (0..METERS)
+        .map(|m| sample(m, k, volts(m), energy_wh))
+        .collect();
+    let (ack, _) = client
+        .push_batch(ReadingBatch {
+            batch_id: k as u64,
+            readings,
+        })
+        .await
+        .expect("push");
+    assert!(ack.rejected.is_empty(), "{ack:?}");
+}
+
+async fn alerts(client: &Client, kind: &str) -> Vec<Alert> {
+    client
+        .alerts()
+        .list_alerts(ListAlertsRequest {
+            kind: kind.into(),
+            ..ListAlertsRequest::default()
+        })
+        .await
+        .expect("list")
+        .into_inner()
+        .alerts
+}
+
+/// Polls until `kind` has an alert in `state`, or panics.
+async fn wait_alert(client: &Client, kind: &str, state: AlertState) -> Alert {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        if let Some(a) = alerts(client, kind)
+            .await
+            .into_iter()
+            .find(|a| a.state == state as i32)
+        {
+            return a;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no {kind} alert in state {state:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The next change on the stream (bounded wait).
+async fn next_change(stream: &mut tonic::Streaming<AlertChange>) -> AlertChange {
+    tokio::time::timeout(Duration::from_secs(10), stream.message())
+        .await
+        .expect("a change in time")
+        .expect("stream ok")
+        .expect("stream open")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rules_raise_alerts_that_operators_and_time_resolve() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = node(dir.path(), &[]).env("GRIDMESH_ALERTS__AUTO_RESOLVE_AFTER", "\"0s\"");
+    node.start().expect("start");
+    let client = connect(&node).await;
+    client
+        .registry()
+        .import_topology(topology())
+        .await
+        .expect("topology");
+    let mut watch = client
+        .alerts()
+        .watch_alerts(WatchAlertsRequest::default())
+        .await
+        .expect("watch")
+        .into_inner();
+
+    // Meter 0 at 200 V (0.87 pu, below ANSI Range A) for three intervals; the others normal.
+    let volts = |m: usize| if m == 0 { 200.0 } else { 230.0 };
+    for k in 0..4 {
+        push(&client, k, volts, 100.0).await;
+    }
+    let sag = wait_alert(&client, "undervoltage", AlertState::Open).await;
+    assert_eq!(sag.asset_id, meter_id(0));
+    assert_eq!(sag.feeder_id, "F-A");
+    assert!(sag.value < 0.95, "{sag:?}");
+    let change = next_change(&mut watch).await;
+    assert_eq!(
+        change.alert.as_ref().map(|a| &a.alert_id),
+        Some(&sag.alert_id)
+    );
+    let cursor_after_open = change.cursor.clone();
+
+    // Still low: occurrences grow on the same alert, no second alert.
+    for k in 4..6 {
+        push(&client, k, volts, 100.0).await;
+    }
+    let acked = client
+        .alerts()
+        .acknowledge_alert(AcknowledgeAlertRequest {
+            alert_id: sag.alert_id.clone(),
+            by: "operator-1".into(),
+            note: "crew dispatched".into(),
+        })
+        .await
+        .expect("ack")
+        .into_inner();
+    assert_eq!(acked.state, AlertState::Acknowledged as i32);
+    // The authenticated caller is recorded, not the request's `by`.
+    assert_eq!(acked.acknowledged_by, gridmesh_chaos::TEST_ADMIN);
+    assert_eq!(
+        alerts(&client, "undervoltage").await.len(),
+        1,
+        "deduplicated"
+    );
+
+    // Back to normal: the condition clears and, with auto_resolve_after = 0s, resolves.
+    for k in 6..10 {
+        push(&client, k, |_| 230.0, 100.0).await;
+    }
+    let resolved = wait_alert(&client, "undervoltage", AlertState::Resolved).await;
+    assert_eq!(resolved.alert_id, sag.alert_id);
+    assert_eq!(resolved.resolved_by, "auto");
+    assert!(resolved.occurrences >= 1);
+
+    // Overload: four meters at 750 Wh per 15 minutes are 12 kW on a 10 kVA feeder. It is
+    // judged once readings 15 minutes past each interval (the settle time) have arrived.
+    for k in 10..16 {
+        push(&client, k, |_| 230.0, 750.0).await;
+    }
+    let overload = wait_alert(&client, "overload", AlertState::Open).await;
+    assert_eq!(overload.asset_id, "F-A");
+    assert!(overload.value > 100.0, "{overload:?}");
+    let warning = wait_alert(&client, "loading_high", AlertState::Open).await;
+    assert_eq!(warning.asset_id, "F-A");
+
+    // An operator resolves the overload; resolving twice is refused.
+    let request = ResolveAlertRequest {
+        alert_id: overload.alert_id.clone(),
+        by: "operator-1".into(),
+        note: "load transferred".into(),
+    };
+    client
+        .alerts()
+        .resolve_alert(request.clone())
+        .await
+        .expect("resolve");
+    let twice = client
+        .alerts()
+        .resolve_alert(request)
+        .await
+        .expect_err("twice");
+    assert_eq!(twice.code(), Code::FailedPrecondition);
+    let unknown = client
+        .alerts()
+        .acknowledge_alert(AcknowledgeAlertRequest {
+            alert_id: "no-such-alert@1".into(),
+            ..AcknowledgeAlertRequest::default()
+        })
+        .await
+        .expect_err("unknown");
+    assert_eq!(unknown.code(), Code::NotFound);
+    let garbage = client
+        .alerts()
+        .watch_alerts(WatchAlertsRequest {
+            cursor: "not a cursor".into(),
+            ..WatchAlertsRequest::default()
+        })
+        .await
+        .expect_err("bad cursor");
+    assert_eq!(garbage.code(), Code::InvalidArgument);
+
+    // A watcher resuming from a cursor gets every later change, in order, and none before.
+    let mut resumed = client
+        .alerts()
+        .watch_alerts(WatchAlertsRequest {
+            cursor: cursor_after_open,
+            ..WatchAlertsRequest::default()
+        })
+        .await
+        .expect("resume")
+        .into_inner();
+    let first = next_change(&mut resumed).await;
+    let first = first.alert.expect("alert");
+    assert_eq!(first.alert_id, sag.alert_id);
+    assert!(
+        first.version > sag.version,
+        "the open change is not repeated"
+    );
+    let mut seen_overload = false;
+    while !seen_overload {
+        let a = next_change(&mut resumed).await.alert.expect("alert");
+        seen_overload = a.alert_id == overload.alert_id && a.state == AlertState::Resolved as i32;
+    }
+
+    // No forecast before a local day of load has been judged.
+    let none = client
+        .query()
+        .get_forecast(GetForecastRequest {
+            feeder_id: "F-A".into(),
+        })
+        .await
+        .expect_err("no forecast yet");
+    assert_eq!(none.code(), Code::FailedPrecondition);
+
+    // Alerts survive a restart.
+    let before = alerts(&client, "").await;
+    node.terminate(Duration::from_secs(20)).expect("stop");
+    node.start().expect("restart");
+    let client = connect(&node).await;
+    let after = alerts(&client, "").await;
+    assert_eq!(
+        before
+            .iter()
+            .map(|a| (&a.alert_id, a.version))
+            .collect::<Vec<_>>(),
+        after
+            .iter()
+            .map(|a| (&a.alert_id, a.version))
+            .collect::<Vec<_>>()
+    );
+}
