@@ -1118,3 +1118,56 @@ print(json.dumps({"sub": claims["sub"], "token": mine}))
     let claims: Claims = policy.verify(&ring, theirs).expect("verifies");
     assert_eq!(claims.jti, "py-1");
 }
+
+/// Starts `node` expecting it to refuse; returns its log.
+fn refused(mut node: NodeProcess) -> String {
+    node.spawn().expect("spawn");
+    let status = node.wait_exit(Duration::from_secs(30)).expect("the node exits");
+    assert!(!status.success(), "a production node started: {}", node.log());
+    node.log()
+}
+
+#[test]
+fn production_mode_refuses_missing_and_published_secrets() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let certs = dir.path().join("certs");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/gen-certs.sh");
+    let made = std::process::Command::new("bash")
+        .arg(script)
+        .arg(&certs)
+        .arg("n0")
+        .status()
+        .expect("gen-certs.sh");
+    assert!(made.success());
+    let tls = |node: NodeProcess| {
+        node.env("GRIDMESH_TLS__GRPC_CERT_FILE", &certs.join("n0.pem").display().to_string())
+            .env("GRIDMESH_TLS__GRPC_KEY_FILE", &certs.join("n0.key").display().to_string())
+    };
+    let production = |name: &str| {
+        node(&dir.path().join(name), &[]).env("GRIDMESH_NODE__MODE", "production")
+    };
+
+    let log = refused(production("no-tls"));
+    assert!(log.contains("requires TLS on gRPC"), "{log}");
+    let log = refused(tls(production("no-keys")));
+    assert!(log.contains("needs JWT keys"), "{log}");
+    let log = refused(tls(production("published-key")).env("GRIDMESH_JWT_KEYS", KEY_LINE));
+    assert!(log.contains("published"), "{log}");
+    let own_key = gridmesh_auth::token::generate_key_line("prod-1", false);
+    // NodeProcess gives every node the (published) test bootstrap password.
+    let log = refused(tls(production("published-password")).env("GRIDMESH_JWT_KEYS", &own_key));
+    assert!(log.contains("bootstrap password") && log.contains("published"), "{log}");
+    let mut fresh = tls(production("no-password")).env("GRIDMESH_JWT_KEYS", &own_key);
+    fresh.env.retain(|(k, _)| k != "GRIDMESH_BOOTSTRAP_PASSWORD");
+    let log = refused(fresh);
+    assert!(log.contains("never generated in production"), "{log}");
+    for secret in [own_key.split_whitespace().nth(2).expect("key"), TEST_ADMIN_PASSWORD] {
+        assert!(!log.contains(secret));
+    }
+
+    let mut good = tls(production("good")).env("GRIDMESH_JWT_KEYS", &own_key);
+    good.env.retain(|(k, _)| k != "GRIDMESH_BOOTSTRAP_PASSWORD");
+    let good = good.env("GRIDMESH_BOOTSTRAP_PASSWORD", "an-operator-chosen-passphrase");
+    let mut good = good;
+    good.start().expect("a production node with every secret starts");
+}
