@@ -5,6 +5,8 @@ use std::path::PathBuf;
 
 const PROTOS: &[&str] = &[
     "gridmesh/v1/gridmesh.proto",
+    "gridmesh/v1/auth.proto",
+    "gridmesh/internal/v1/auth.proto",
     "gridmesh/v1/alerts.proto",
     "gridmesh/internal/v1/storage.proto",
     "gridmesh/internal/v1/cluster.proto",

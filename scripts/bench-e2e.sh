@@ -32,6 +32,8 @@ start_node() {
 }
 stop_node() { kill -TERM "$node_pid"; wait "$node_pid" || true; }
 sim() {
+  # A fresh node generates its bootstrap admin's password into its data directory.
+  GRIDMESH_USER=admin GRIDMESH_PASSWORD_FILE="$work/data/bootstrap-admin-password" \
   "$B" simulate --target "$GRPC" --json --no-anomalies --meters "$METERS" --feeders "$FEEDERS" \
     --days "$DAYS" --concurrency "$CONCURRENCY" --batch-size "$BATCH" --block-intervals "$BLOCK" "$@"
 }

@@ -1,7 +1,17 @@
 #!/usr/bin/env bash
 # Installs what the full test suite needs beyond the Rust toolchain: promtool (Debian package
-# `prometheus`) to lint a live node's /metrics. Idempotent; prints what it does.
+# `prometheus`) to lint a live node's /metrics, and PyJWT (PyPI) for the JWT interop test.
+# Idempotent; prints what it does.
 set -euo pipefail
+
+if python3 -c "import jwt" >/dev/null 2>&1; then
+  echo "PyJWT: present"
+elif command -v python3 >/dev/null 2>&1; then
+  echo "installing PyJWT (PyPI)..."
+  python3 -m pip install --quiet PyJWT >/dev/null 2>&1 \
+    || python3 -m pip install --quiet --break-system-packages PyJWT >/dev/null 2>&1 \
+    || echo "warning: PyJWT could not be installed; the interop test will be skipped" >&2
+fi
 
 if command -v promtool >/dev/null 2>&1; then
   echo "promtool: $(promtool --version 2>&1 | head -n1)"

@@ -9,6 +9,7 @@ cd "$(dirname "$0")/.."
 
 if scripts/install-test-deps.sh; then
   export GRIDMESH_REQUIRE_PROMTOOL=1
+  if python3 -c "import jwt" >/dev/null 2>&1; then export GRIDMESH_REQUIRE_PYJWT=1; fi
 else
   echo "warning: continuing without promtool; the /metrics lint test will be skipped" >&2
 fi

@@ -1421,6 +1421,10 @@ impl Api {
             cluster_request::Call::RegistryApply(req) => {
                 self.local_import(req).await.map(Reply::RegistryApply)
             }
+            cluster_request::Call::Auth(call) => match self.ctx.auth() {
+                Some(auth) => auth.answer(&self.ctx, call).await.map(Reply::Auth),
+                None => Err(Status::failed_precondition("this node has no auth layer")),
+            },
             cluster_request::Call::NodeStats(_) => Ok(Reply::NodeStats(self.local_stats().await)),
             cluster_request::Call::Drain(req) => self.drain_self(!req.cancel).map(Reply::Drain),
             cluster_request::Call::RegistryPage(req) => {

@@ -399,6 +399,35 @@ impl Cluster {
     }
 }
 
+/// TLS for the cluster port (mutual: every node presents a certificate from the cluster CA).
+///
+/// ractor_cluster's own TLS listener performs the handshake inside its accept loop, so one
+/// peer that connects and stalls would stop every other connection from being accepted. With
+/// TLS the membership actor therefore runs its own accept loop on `cluster.listen_addr`: each
+/// handshake runs in its own task with `handshake_timeout`, at most 64 at once, and only
+/// finished TLS streams are handed to the `NodeServer` (whose own listener is bound to a
+/// loopback port and also requires TLS).
+#[derive(Clone)]
+pub struct ClusterTls {
+    /// Server side of incoming connections.
+    pub acceptor: tokio_rustls::TlsAcceptor,
+    /// Client side of outgoing connections.
+    pub connector: tokio_rustls::TlsConnector,
+    /// Name checked in peers' certificates; `None`: the peer's IP address.
+    pub server_name: Option<String>,
+    /// Longest an incoming handshake may take.
+    pub handshake_timeout: Duration,
+}
+
+impl std::fmt::Debug for ClusterTls {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ClusterTls")
+            .field("server_name", &self.server_name)
+            .field("handshake_timeout", &self.handshake_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
 /// A secret string (the cluster cookie): never printed.
 #[derive(Clone)]
 pub struct Secret(String);

@@ -8,8 +8,9 @@ use gridmesh_config::Config;
 use ractor::ActorRef;
 
 use crate::alerts::{AlertFeed, AlertMsg};
+use crate::auth::Auth;
 use crate::cluster::gateway::LocalHandler;
-use crate::cluster::{Cluster, ForwardSettings, Secret};
+use crate::cluster::{Cluster, ClusterTls, ForwardSettings, Secret};
 use crate::feeder::FeederSupervisorMsg;
 use crate::membership::{Addresses, Member, MemberState};
 use crate::notify::NotifyMsg;
@@ -44,6 +45,8 @@ pub struct NodeContext {
     notifier: RwLock<Option<ActorRef<NotifyMsg>>>,
     cookie: OnceLock<Secret>,
     handler: OnceLock<Arc<dyn LocalHandler>>,
+    auth: OnceLock<Arc<Auth>>,
+    cluster_tls: OnceLock<ClusterTls>,
 }
 
 impl std::fmt::Debug for dyn LocalHandler {
@@ -102,6 +105,8 @@ impl NodeContext {
             notifier: RwLock::new(None),
             cookie: OnceLock::new(),
             handler: OnceLock::new(),
+            auth: OnceLock::new(),
+            cluster_tls: OnceLock::new(),
         })
     }
 
@@ -110,6 +115,28 @@ impl NodeContext {
     pub fn set_cluster_runtime(&self, cookie: Secret, handler: Arc<dyn LocalHandler>) {
         let _ = self.cookie.set(cookie);
         let _ = self.handler.set(handler);
+    }
+
+    /// Sets the node's auth layer (users, sessions, keys) before the node supervisor starts,
+    /// which then starts the session supervisor. Set once; later calls are ignored.
+    pub fn set_auth(&self, auth: Arc<Auth>) {
+        let _ = self.auth.set(auth);
+    }
+
+    /// The auth layer, when set (always on a served node; tests of the actor tree may run
+    /// without one).
+    pub fn auth(&self) -> Option<&Arc<Auth>> {
+        self.auth.get()
+    }
+
+    /// Sets TLS for the cluster port, before the node supervisor starts. Set once.
+    pub fn set_cluster_tls(&self, tls: ClusterTls) {
+        let _ = self.cluster_tls.set(tls);
+    }
+
+    /// TLS for the cluster port, when configured.
+    pub fn cluster_tls(&self) -> Option<&ClusterTls> {
+        self.cluster_tls.get()
     }
 
     /// The cluster cookie, when set.

@@ -4,8 +4,10 @@
 //! NodeSupervisor                      root; escalation ends the process (exit code 1)
 //! ├── ShardSupervisor × shards        meters hashed into a fixed number of shards
 //! │     └── MeterActor × active       one per active meter: validation, state, writes
-//! └── FeederSupervisor
-//!       └── FeederActor × active      live feeder load from meter contributions
+//! ├── FeederSupervisor
+//! │     └── FeederActor × active      live feeder load from meter contributions
+//! └── SessionSupervisor
+//!       └── SessionActor × sessions   login sessions owned here: activity, idle, refresh
 //! storage writer (thread)             group commit: ack only after fsync
 //! ```
 //!
@@ -18,6 +20,7 @@
 
 pub mod alerts;
 pub mod api;
+pub mod auth;
 pub mod buckets;
 pub mod cluster;
 pub mod context;
@@ -36,6 +39,7 @@ pub mod repair;
 pub mod replica;
 pub mod replication;
 pub mod restart;
+pub mod session;
 pub mod shard;
 pub mod status;
 pub mod storage;

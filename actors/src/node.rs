@@ -4,6 +4,7 @@
 //! NodeSupervisor (one_for_one; escalation = the process exits non-zero)
 //! ├── ShardSupervisor × shards ── MeterActor × active meters
 //! ├── FeederSupervisor ────────── FeederActor × active feeders
+//! ├── SessionSupervisor ───────── SessionActor × sessions owned here (with an auth layer)
 //! ├── AlertManagerActor            dedup, lifecycle, every node keeps every alert
 //! ├── NotifierActor                webhook sinks: retry, circuit breaker, dead letters
 //! ├── GatewayActor                 cluster-visible entry point   (cluster mode only)
@@ -35,6 +36,7 @@ use crate::feeder::{FeederSupervisor, FeederSupervisorMsg};
 use crate::notify::NotifierActor;
 use crate::repair::ReplicatorActor;
 use crate::restart::{RestartBudget, RestartDecision};
+use crate::session::SessionSupervisor;
 use crate::shard::{ShardArgs, ShardMsg, ShardStats, ShardSupervisor};
 
 /// Messages of the node supervisor. Local only.
@@ -50,6 +52,8 @@ pub enum NodeMsg {
     StartMembership,
     /// Start (again) the replicator.
     StartReplicator,
+    /// Start (again) the session supervisor.
+    StartSessions,
     /// Start (again) the alert manager.
     StartAlerts,
     /// Start (again) the notifier.
@@ -66,6 +70,7 @@ enum Child {
     Gateway,
     Membership,
     Replicator,
+    Sessions,
     Alerts,
     Notifier,
 }
@@ -104,6 +109,9 @@ impl Actor for NodeSupervisor {
         for shard in 0..state.ctx.config.actors.shards {
             state.start_shard(&myself, shard).await?;
         }
+        if state.ctx.auth().is_some() {
+            state.start_sessions(&myself).await?;
+        }
         if state.ctx.config.cluster.enabled {
             state.start_gateway(&myself).await?;
             state.start_membership(&myself).await?;
@@ -124,6 +132,7 @@ impl Actor for NodeSupervisor {
             NodeMsg::StartGateway => s.start_gateway(&myself).await,
             NodeMsg::StartMembership => s.start_membership(&myself).await,
             NodeMsg::StartReplicator => s.start_replicator(&myself).await,
+            NodeMsg::StartSessions => s.start_sessions(&myself).await,
             NodeMsg::StartAlerts => s.start_alerts(&myself).await,
             NodeMsg::StartNotifier => s.start_notifier(&myself).await,
             NodeMsg::Restarts(reply) => {
@@ -220,6 +229,22 @@ impl NodeState {
         Ok(())
     }
 
+    async fn start_sessions(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let auth = self
+            .ctx
+            .auth()
+            .ok_or("the session supervisor needs the auth layer")?
+            .clone();
+        let args = (self.ctx.clone(), auth);
+        let (actor, _) =
+            Actor::spawn_linked(None, SessionSupervisor, args, myself.get_cell()).await?;
+        self.children.insert(actor.get_id(), Child::Sessions);
+        Ok(())
+    }
+
     async fn start_alerts(&mut self, myself: &ActorRef<NodeMsg>) -> Result<(), ActorProcessingErr> {
         let (actor, _) =
             Actor::spawn_linked(None, AlertManagerActor, self.ctx.clone(), myself.get_cell())
@@ -257,6 +282,7 @@ impl NodeState {
             Child::Gateway => "gateway",
             Child::Membership => "membership",
             Child::Replicator => "replicator",
+            Child::Sessions => "session_supervisor",
             Child::Alerts => "alert_manager",
             Child::Notifier => "notifier",
         };
@@ -275,6 +301,7 @@ impl NodeState {
                     Child::Gateway => NodeMsg::StartGateway,
                     Child::Membership => NodeMsg::StartMembership,
                     Child::Replicator => NodeMsg::StartReplicator,
+                    Child::Sessions => NodeMsg::StartSessions,
                     Child::Alerts => NodeMsg::StartAlerts,
                     Child::Notifier => NodeMsg::StartNotifier,
                 };

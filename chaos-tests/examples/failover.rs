@@ -218,7 +218,7 @@ async fn owners(client: &Client) -> anyhow::Result<Vec<String>> {
 async fn connect(nodes: &[NodeProcess]) -> anyhow::Result<Vec<Client>> {
     let mut out = Vec::new();
     for node in nodes {
-        out.push(Client::connect(&node.grpc_target()).await?);
+        out.push(node.connect().await?);
     }
     Ok(out)
 }

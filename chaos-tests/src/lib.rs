@@ -23,6 +23,18 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 
+/// Bootstrap admin password every [`NodeProcess`] is started with (test clusters only; a
+/// production node refuses it, since it is published here).
+pub const TEST_ADMIN_PASSWORD: &str = "gridmesh-test-bootstrap-secret";
+
+/// The bootstrap admin's name.
+pub const TEST_ADMIN: &str = "admin";
+
+/// Credentials of the test clusters' bootstrap admin.
+pub fn admin_credentials() -> gridmesh_proto::client::Credentials {
+    gridmesh_proto::client::Credentials::password(TEST_ADMIN, TEST_ADMIN_PASSWORD)
+}
+
 /// Path of the `gridmesh` binary: `GRIDMESH_BIN`, else next to the running test executable
 /// (`target/<profile>/gridmesh`).
 pub fn gridmesh_binary() -> anyhow::Result<PathBuf> {
@@ -97,7 +109,8 @@ impl NodeProcess {
             binary: gridmesh_binary().unwrap_or_else(|_| PathBuf::from("gridmesh")),
             cluster: None,
             child: None,
-        })
+        }
+        .env("GRIDMESH_BOOTSTRAP_PASSWORD", TEST_ADMIN_PASSWORD))
     }
 
     /// Makes this node a cluster member named `name` on a fresh loopback cluster port, with
@@ -264,6 +277,14 @@ impl NodeProcess {
     /// `host:port` of gRPC, for the client.
     pub fn grpc_target(&self) -> String {
         self.grpc_addr.to_string()
+    }
+
+    /// A client logged in as the bootstrap admin.
+    pub async fn connect(&self) -> anyhow::Result<gridmesh_proto::client::Client> {
+        Ok(
+            gridmesh_proto::client::Client::connect_with(&self.grpc_target(), admin_credentials())
+                .await?,
+        )
     }
 }
 

@@ -28,13 +28,15 @@ pub const CONFIG_VERSION: u32 = 1;
 pub const ENV_PREFIX: &str = "GRIDMESH_";
 
 /// The config file's sections, as environment overrides name them.
-const SECTIONS: [&str; 10] = [
+const SECTIONS: [&str; 12] = [
     "node",
     "ingest",
     "storage",
     "actors",
     "cluster",
     "replication",
+    "auth",
+    "tls",
     "alerts",
     "notify",
     "analytics",
@@ -101,6 +103,10 @@ pub struct Config {
     pub cluster: ClusterConfig,
     /// Copies of every reading, write quorum, hinted handoff and anti-entropy.
     pub replication: ReplicationConfig,
+    /// Users, tokens, sessions and where their secrets come from.
+    pub auth: AuthConfig,
+    /// TLS for gRPC and between nodes.
+    pub tls: TlsConfig,
     /// Alert lifecycle and history.
     pub alerts: AlertsConfig,
     /// Outbound notification sinks.
@@ -128,6 +134,153 @@ pub struct NodeConfig {
     /// batches. Default `10s`.
     #[serde(with = "duration")]
     pub shutdown_grace: Duration,
+    /// `development` (default) or `production`. Production refuses to start with a missing or
+    /// well-known secret, a generated bootstrap password or a key derived from the cookie, and
+    /// without TLS on gRPC (and between nodes when clustered).
+    pub mode: Mode,
+}
+
+/// How strict a node is about its secrets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Mode {
+    /// Works out of the box: a missing JWT key is derived (from the cluster cookie, or a random
+    /// seed kept in the data directory), a missing bootstrap password is generated and
+    /// printed once, plaintext is allowed.
+    Development,
+    /// Every secret must be configured (file or environment) and TLS is required.
+    Production,
+}
+
+/// Where a secret comes from: a file (preferred) or an environment variable. The value itself
+/// never appears in the configuration, logs, metrics or errors.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SecretSource {
+    /// File holding the secret; surrounding whitespace is ignored. Empty: use `env`.
+    pub file: PathBuf,
+    /// Environment variable holding the secret when `file` is empty.
+    pub env: String,
+}
+
+impl SecretSource {
+    fn env(name: &str) -> Self {
+        Self {
+            file: PathBuf::new(),
+            env: name.to_owned(),
+        }
+    }
+
+    /// Where this source looks, for messages (never the value).
+    pub fn describe(&self) -> String {
+        if self.file.as_os_str().is_empty() {
+            format!("environment variable {}", self.env)
+        } else {
+            format!("file {}", self.file.display())
+        }
+    }
+
+    /// Reads the secret: `Ok(None)` when the source is not set at all (no file configured and
+    /// the variable absent or empty). A configured file that cannot be read is an error.
+    pub fn read(
+        &self,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Option<String>, ConfigError> {
+        let value = if self.file.as_os_str().is_empty() {
+            if self.env.is_empty() {
+                return Ok(None);
+            }
+            env(&self.env)
+        } else {
+            Some(
+                std::fs::read_to_string(&self.file).map_err(|source| ConfigError::Read {
+                    path: self.file.clone(),
+                    source,
+                })?,
+            )
+        };
+        Ok(value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()))
+    }
+}
+
+/// Users, tokens and sessions.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuthConfig {
+    /// `iss` of issued tokens, the only issuer accepted. Default `gridmesh`.
+    pub issuer: String,
+    /// `aud` of issued tokens, the only audience accepted. Default `gridmesh-api`.
+    pub audience: String,
+    /// JWT key file text (`<kid> <alg> <key>` lines, the first signs; see `gridmesh auth
+    /// keygen`). Default: environment variable `GRIDMESH_JWT_KEYS`. Required in production.
+    pub jwt_keys: SecretSource,
+    /// Name of the admin created when a node starts with no users at all. Default `admin`.
+    pub bootstrap_admin: String,
+    /// Initial password of that admin. Default: environment variable
+    /// `GRIDMESH_BOOTSTRAP_PASSWORD`; when unset (development only) one is generated and
+    /// printed once on standard error. In a cluster give every node the same one.
+    pub bootstrap_password: SecretSource,
+    /// Lifetime of access tokens. Short, because a token is checked without asking anyone.
+    /// Default `15m`.
+    #[serde(with = "duration")]
+    pub access_ttl: Duration,
+    /// Longest a login session lives (its refresh token's lifetime). Default `12h`.
+    #[serde(with = "duration")]
+    pub refresh_ttl: Duration,
+    /// A session with no activity this long ends (its refresh is refused). Default `30m`.
+    #[serde(with = "duration")]
+    pub session_idle_timeout: Duration,
+    /// Clock skew tolerated on token times (exp, nbf, iat). Default `30s`, at most `5m`.
+    #[serde(with = "duration")]
+    pub clock_skew: Duration,
+    /// Longest lifetime of an API token. Default `365days`.
+    #[serde(with = "duration")]
+    pub api_token_max_ttl: Duration,
+    /// argon2id memory cost, KiB. Default 19456 (19 MiB, OWASP's recommendation).
+    pub argon2_memory_kib: u32,
+    /// argon2id passes. Default 2.
+    pub argon2_iterations: u32,
+    /// argon2id lanes. Default 1.
+    pub argon2_parallelism: u32,
+    /// Failed logins in a row (per user name and per client address) before backoff.
+    /// Default 3.
+    pub login_free_failures: u32,
+    /// First backoff delay; doubles per further failure. Default `1s`.
+    #[serde(with = "duration")]
+    pub login_backoff_base: Duration,
+    /// Longest backoff delay. Default `5m`.
+    #[serde(with = "duration")]
+    pub login_backoff_max: Duration,
+    /// How often each node compares its users and revocations with a peer's and copies what
+    /// differs (the bound for a member that missed a change while unreachable). Default `5s`.
+    #[serde(with = "duration")]
+    pub sync_interval: Duration,
+}
+
+/// TLS. Certificates and keys are PEM files; `scripts/gen-certs.sh` makes a test CA and
+/// certificates.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// gRPC server certificate chain. Empty (default): gRPC is plaintext.
+    pub grpc_cert_file: PathBuf,
+    /// gRPC server private key. Required with `grpc_cert_file`.
+    pub grpc_key_file: PathBuf,
+    /// When set, gRPC clients must present a certificate signed by this CA (mutual TLS).
+    pub grpc_client_ca_file: PathBuf,
+    /// Node certificate for the cluster port (used as server and as client). Empty (default):
+    /// node-to-node traffic is plaintext, authenticated by the cookie only.
+    pub cluster_cert_file: PathBuf,
+    /// Its private key.
+    pub cluster_key_file: PathBuf,
+    /// CA that signs every node's certificate; peers must present one (mutual TLS).
+    pub cluster_ca_file: PathBuf,
+    /// Name checked in peers' certificates. Empty (default): the peer's IP address.
+    pub cluster_server_name: String,
+    /// Longest an incoming cluster connection may take to finish its TLS handshake before it
+    /// is dropped (a stalled or slow peer cannot hold the accept path). Default `5s`.
+    #[serde(with = "duration")]
+    pub handshake_timeout: Duration,
 }
 
 /// Rules and limits for incoming readings.
@@ -459,6 +612,8 @@ impl Default for Config {
             actors: ActorsConfig::default(),
             cluster: ClusterConfig::default(),
             replication: ReplicationConfig::default(),
+            auth: AuthConfig::default(),
+            tls: TlsConfig::default(),
             alerts: AlertsConfig::default(),
             notify: NotifyConfig::default(),
             analytics: AnalyticsConfig::default(),
@@ -475,6 +630,7 @@ impl Default for NodeConfig {
             grpc_addr: SocketAddr::from(([127, 0, 0, 1], 7100)),
             http_addr: SocketAddr::from(([127, 0, 0, 1], 7180)),
             shutdown_grace: Duration::from_secs(10),
+            mode: Mode::Development,
         }
     }
 }
@@ -555,6 +711,30 @@ impl Default for ReplicationConfig {
     }
 }
 
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            issuer: "gridmesh".to_owned(),
+            audience: "gridmesh-api".to_owned(),
+            jwt_keys: SecretSource::env("GRIDMESH_JWT_KEYS"),
+            bootstrap_admin: "admin".to_owned(),
+            bootstrap_password: SecretSource::env("GRIDMESH_BOOTSTRAP_PASSWORD"),
+            access_ttl: Duration::from_secs(15 * 60),
+            refresh_ttl: Duration::from_secs(12 * 3600),
+            session_idle_timeout: Duration::from_secs(30 * 60),
+            clock_skew: Duration::from_secs(30),
+            api_token_max_ttl: Duration::from_secs(365 * 24 * 3600),
+            argon2_memory_kib: 19 * 1024,
+            argon2_iterations: 2,
+            argon2_parallelism: 1,
+            login_free_failures: 3,
+            login_backoff_base: Duration::from_secs(1),
+            login_backoff_max: Duration::from_secs(300),
+            sync_interval: Duration::from_secs(5),
+        }
+    }
+}
+
 impl Default for AnalyticsConfig {
     fn default() -> Self {
         Self {
@@ -581,6 +761,21 @@ impl Default for AnalyticsConfig {
                 start_minute: 0,
                 end_minute: 1440,
             }],
+        }
+    }
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            grpc_cert_file: PathBuf::new(),
+            grpc_key_file: PathBuf::new(),
+            grpc_client_ca_file: PathBuf::new(),
+            cluster_cert_file: PathBuf::new(),
+            cluster_key_file: PathBuf::new(),
+            cluster_ca_file: PathBuf::new(),
+            cluster_server_name: String::new(),
+            handshake_timeout: Duration::from_secs(5),
         }
     }
 }
@@ -754,7 +949,129 @@ impl Config {
         self.replication.validate()?;
         check_range("alerts.history", self.alerts.history, 100, 100_000_000)?;
         self.notify.validate()?;
-        self.analytics.validate()
+        self.analytics.validate()?;
+        self.auth.validate()?;
+        self.tls.validate(self)
+    }
+}
+
+impl AuthConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |msg: String| Err(ConfigError::Invalid(msg));
+        for (key, value) in [
+            ("auth.issuer", &self.issuer),
+            ("auth.audience", &self.audience),
+        ] {
+            if value.is_empty() || value.len() > 256 {
+                return invalid(format!("{key} must be 1 to 256 characters"));
+            }
+        }
+        let name_ok = |n: &str| {
+            !n.is_empty()
+                && n.len() <= 64
+                && n.chars()
+                    .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '@' | '-'))
+        };
+        if !name_ok(&self.bootstrap_admin) {
+            return invalid(
+                "auth.bootstrap_admin must be 1 to 64 characters from [A-Za-z0-9._@-]".to_owned(),
+            );
+        }
+        for (key, value) in [
+            ("auth.access_ttl", self.access_ttl),
+            ("auth.refresh_ttl", self.refresh_ttl),
+            ("auth.session_idle_timeout", self.session_idle_timeout),
+            ("auth.api_token_max_ttl", self.api_token_max_ttl),
+            ("auth.sync_interval", self.sync_interval),
+            ("auth.login_backoff_base", self.login_backoff_base),
+        ] {
+            if value.as_secs() == 0 {
+                return invalid(format!("{key} must be at least 1s"));
+            }
+        }
+        if self.refresh_ttl < self.access_ttl {
+            return invalid("auth.refresh_ttl must be at least auth.access_ttl".to_owned());
+        }
+        if self.clock_skew > Duration::from_secs(300) {
+            return invalid("auth.clock_skew must be at most 5m".to_owned());
+        }
+        if self.login_backoff_max < self.login_backoff_base {
+            return invalid("auth.login_backoff_max must be at least login_backoff_base".into());
+        }
+        check_range(
+            "auth.argon2_memory_kib",
+            self.argon2_memory_kib.into(),
+            8,
+            4 << 20,
+        )?;
+        check_range(
+            "auth.argon2_iterations",
+            self.argon2_iterations.into(),
+            1,
+            100,
+        )?;
+        check_range(
+            "auth.argon2_parallelism",
+            self.argon2_parallelism.into(),
+            1,
+            64,
+        )?;
+        if u64::from(self.argon2_memory_kib) < 8 * u64::from(self.argon2_parallelism) {
+            return invalid("auth.argon2_memory_kib must be at least 8 per lane".to_owned());
+        }
+        Ok(())
+    }
+}
+
+impl TlsConfig {
+    /// Whether gRPC is served over TLS.
+    pub fn grpc_enabled(&self) -> bool {
+        !self.grpc_cert_file.as_os_str().is_empty()
+    }
+
+    /// Whether the cluster port uses TLS.
+    pub fn cluster_enabled(&self) -> bool {
+        !self.cluster_cert_file.as_os_str().is_empty()
+    }
+
+    fn validate(&self, config: &Config) -> Result<(), ConfigError> {
+        let invalid = |msg: &str| Err(ConfigError::Invalid(msg.to_owned()));
+        let set = |p: &PathBuf| !p.as_os_str().is_empty();
+        if set(&self.grpc_cert_file) != set(&self.grpc_key_file) {
+            return invalid("tls.grpc_cert_file and tls.grpc_key_file go together: set both");
+        }
+        if set(&self.grpc_client_ca_file) && !self.grpc_enabled() {
+            return invalid("tls.grpc_client_ca_file needs tls.grpc_cert_file and grpc_key_file");
+        }
+        let cluster = [
+            &self.cluster_cert_file,
+            &self.cluster_key_file,
+            &self.cluster_ca_file,
+        ];
+        if cluster.iter().any(|p| set(p)) && !cluster.iter().all(|p| set(p)) {
+            return invalid(
+                "tls.cluster_cert_file, cluster_key_file and cluster_ca_file go together: set \
+                 all three (peers authenticate each other with the CA)",
+            );
+        }
+        if self.handshake_timeout.is_zero() || self.handshake_timeout > Duration::from_secs(60) {
+            return invalid("tls.handshake_timeout must be between 1ms and 60s");
+        }
+        if config.node.mode == Mode::Production {
+            if !self.grpc_enabled() {
+                return invalid(
+                    "node.mode = \"production\" requires TLS on gRPC: set tls.grpc_cert_file \
+                     and tls.grpc_key_file (scripts/gen-certs.sh makes test certificates)",
+                );
+            }
+            if config.cluster.enabled && !self.cluster_enabled() {
+                return invalid(
+                    "node.mode = \"production\" with cluster.enabled requires TLS between \
+                     nodes: set tls.cluster_cert_file, cluster_key_file and cluster_ca_file",
+                );
+            }
+        }
+        Ok(())
     }
 }
 
@@ -1044,6 +1361,15 @@ impl ClusterConfig {
     /// The address peers connect to.
     pub fn advertised_addr(&self) -> SocketAddr {
         self.advertise_addr.unwrap_or(self.listen_addr)
+    }
+
+    /// Where the cookie is read from, for messages (never the value).
+    pub fn cookie_source(&self) -> String {
+        if self.cookie_file.as_os_str().is_empty() {
+            format!("environment variable {}", self.cookie_env)
+        } else {
+            format!("file {}", self.cookie_file.display())
+        }
     }
 
     /// Reads the cookie from `cookie_file`, else from the variable `cookie_env` (looked up

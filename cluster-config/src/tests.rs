@@ -232,3 +232,45 @@ fn tariff_calendars_with_overlaps_or_gaps_are_refused() {
     let err = config.validate().expect_err("peak overlaps flat");
     assert!(err.to_string().contains("analytics.tariff"), "{err}");
 }
+
+#[test]
+fn the_production_single_node_example_is_valid_and_strict() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/single-node.toml");
+    let config = Config::load(Some(&path), env(&[])).expect("parses");
+    config.validate().expect("valid");
+    assert_eq!(config.node.mode, Mode::Production);
+    assert!(config.tls.grpc_enabled());
+    // Production without TLS is refused, with a message naming the keys to set.
+    let mut plain = config.clone();
+    plain.tls = TlsConfig::default();
+    let error = plain.validate().expect_err("refused").to_string();
+    assert!(error.contains("tls.grpc_cert_file"), "{error}");
+}
+
+#[test]
+fn secrets_are_read_from_files_or_the_environment_and_never_echoed() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("secret");
+    std::fs::write(&file, "  s3cret-value-from-file \n").expect("write");
+    let from_file = SecretSource {
+        file: file.clone(),
+        env: "IGNORED".into(),
+    };
+    assert_eq!(
+        from_file.read(|_| Some("env".into())).expect("read"),
+        Some("s3cret-value-from-file".into())
+    );
+    let from_env = SecretSource {
+        file: PathBuf::new(),
+        env: "GRIDMESH_X".into(),
+    };
+    assert_eq!(from_env.read(|_| None).expect("read"), None);
+    assert_eq!(from_env.read(|_| Some("  ".into())).expect("read"), None);
+    let missing = SecretSource {
+        file: dir.path().join("nope"),
+        env: String::new(),
+    };
+    let error = missing.read(|_| None).expect_err("unreadable").to_string();
+    assert!(error.contains("nope") && !error.contains("s3cret"));
+    assert!(from_file.describe().contains("secret") && from_env.describe().contains("GRIDMESH_X"));
+}

@@ -3,7 +3,6 @@
 use std::io::Write as _;
 
 use clap::Subcommand;
-use gridmesh_proto::client::Client;
 use gridmesh_proto::v1::{
     DrainNodeRequest, GetNodeStatsRequest, GetReplicaStatusRequest, GetReplicaStatusResponse,
     GetShardMapRequest, ListMembersRequest, MemberState, RepairRequest,
@@ -97,7 +96,7 @@ async fn replica_status(
     target: &str,
     shards: Vec<u32>,
 ) -> anyhow::Result<GetReplicaStatusResponse> {
-    let client = Client::connect(target).await?;
+    let client = crate::connect::connect(target).await?;
     Ok(client
         .admin()
         .get_replica_status(GetReplicaStatusRequest { shards })
@@ -195,7 +194,7 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             shard,
             node,
         } => {
-            let client = Client::connect(&target).await?;
+            let client = crate::connect::connect(&target).await?;
             let r = client
                 .admin()
                 .repair(RepairRequest {
@@ -216,7 +215,7 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AdminCommand::Members { target, json } => {
-            let client = Client::connect(&target).await?;
+            let client = crate::connect::connect(&target).await?;
             let r = client
                 .admin()
                 .list_members(ListMembersRequest {})
@@ -272,7 +271,7 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AdminCommand::Shards { target } => {
-            let client = Client::connect(&target).await?;
+            let client = crate::connect::connect(&target).await?;
             let r = client
                 .admin()
                 .get_shard_map(GetShardMapRequest {})
@@ -296,7 +295,7 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             node,
             cancel,
         } => {
-            let client = Client::connect(&target).await?;
+            let client = crate::connect::connect(&target).await?;
             let r = client
                 .admin()
                 .drain_node(DrainNodeRequest {
@@ -317,7 +316,7 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             Ok(())
         }
         AdminCommand::Stats { target, node } => {
-            let client = Client::connect(&target).await?;
+            let client = crate::connect::connect(&target).await?;
             let r = client
                 .admin()
                 .get_node_stats(GetNodeStatsRequest {

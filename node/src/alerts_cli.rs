@@ -1,7 +1,6 @@
 //! `gridmesh alerts`: what a grid operator asks a cluster (any node answers).
 
 use clap::Subcommand;
-use gridmesh_proto::client::Client;
 use gridmesh_proto::v1::{
     AcknowledgeAlertRequest, Alert, AlertSeverity, AlertState, ListAlertsRequest,
     ListDeadLettersRequest, ReplayDeadLettersRequest, ResolveAlertRequest, WatchAlertsRequest,
@@ -127,7 +126,7 @@ pub async fn run(command: AlertsCommand) -> anyhow::Result<()> {
             active,
             limit,
         } => {
-            let client = Client::connect(&target).await?;
+            let client = crate::connect::connect(&target).await?;
             let r = client
                 .alerts()
                 .list_alerts(ListAlertsRequest {
@@ -160,7 +159,7 @@ pub async fn run(command: AlertsCommand) -> anyhow::Result<()> {
             cursor,
             open,
         } => {
-            let client = Client::connect(&target).await?;
+            let client = crate::connect::connect(&target).await?;
             let mut stream = client
                 .alerts()
                 .watch_alerts(WatchAlertsRequest {
@@ -183,7 +182,7 @@ pub async fn run(command: AlertsCommand) -> anyhow::Result<()> {
             note,
             target,
         } => {
-            let client = Client::connect(&target).await?;
+            let client = crate::connect::connect(&target).await?;
             let a = client
                 .alerts()
                 .acknowledge_alert(AcknowledgeAlertRequest { alert_id, by, note })
@@ -198,7 +197,7 @@ pub async fn run(command: AlertsCommand) -> anyhow::Result<()> {
             note,
             target,
         } => {
-            let client = Client::connect(&target).await?;
+            let client = crate::connect::connect(&target).await?;
             let a = client
                 .alerts()
                 .resolve_alert(ResolveAlertRequest { alert_id, by, note })
@@ -212,7 +211,7 @@ pub async fn run(command: AlertsCommand) -> anyhow::Result<()> {
             replay,
             sink,
         } => {
-            let client = Client::connect(&target).await?;
+            let client = crate::connect::connect(&target).await?;
             if replay {
                 let r = client
                     .alerts()

@@ -17,6 +17,8 @@ use crate::{admin, alerts_cli, demo, server, topology};
 pub struct Cli {
     #[command(subcommand)]
     command: Command,
+    #[command(flatten)]
+    connect: crate::connect::ConnectArgs,
 }
 
 #[derive(Debug, Subcommand)]
@@ -42,6 +44,18 @@ enum Command {
     /// Check a configuration, or print the annotated defaults.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Log in with --user and print an access token (for `--token` / $GRIDMESH_TOKEN).
+    Login {
+        /// Node address (gRPC).
+        #[arg(long, short = 't', default_value = "127.0.0.1:7100")]
+        target: String,
+    },
+    /// Users, roles, sessions, API tokens and the audit log.
+    #[command(subcommand)]
+    User(crate::users::UserCommand),
+    /// JWT keys: generate one, print public keys.
+    #[command(subcommand)]
+    Auth(crate::users::AuthCommand),
 }
 
 /// Node options: a config file plus the most used overrides.
@@ -154,6 +168,21 @@ pub fn main() -> ExitCode {
 }
 
 async fn run(cli: Cli) -> ExitCode {
+    // The demo logs in as its own node's bootstrap admin unless credentials were given.
+    let given = cli.connect.token.is_some() || cli.connect.user.is_some();
+    let needs_options = !matches!(
+        cli.command,
+        Command::Serve(_) | Command::Config(_) | Command::Auth(_)
+    ) && (given || !matches!(cli.command, Command::Demo(_)));
+    if needs_options {
+        match cli.connect.options() {
+            Ok(options) => crate::connect::set_options(options),
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let result = match cli.command {
         Command::Serve(args) => return serve(args).await,
         Command::Demo(args) => demo::demo(args).await,
@@ -161,6 +190,9 @@ async fn run(cli: Cli) -> ExitCode {
         Command::Topology(command) => topology::run_topology(command).await,
         Command::Query(command) => topology::run_query(command).await,
         Command::Admin(command) => admin::run(command).await,
+        Command::Login { target } => crate::users::login(&target).await,
+        Command::User(command) => crate::users::run(command).await,
+        Command::Auth(command) => crate::users::run_auth(command),
         Command::Alerts(command) => alerts_cli::run(command).await,
         Command::Config(ConfigCommand::Check { config }) => return check_config(config),
         Command::Config(ConfigCommand::Defaults) => {

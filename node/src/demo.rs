@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use clap::Args;
 use gridmesh_config::{Config, SyncMode};
-use gridmesh_proto::client::Client;
 use gridmesh_proto::v1::{GetFeederLoadRequest, GetMeterStatusRequest, Resolution};
 use indicatif::{ProgressBar, ProgressStyle};
 
@@ -120,7 +119,8 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
         "GridMesh demo: one node, {} meters on {} feeders, {} simulated days",
         args.sim.meters, args.sim.feeders, args.sim.days
     );
-    let node = RunningNode::start(config).await?;
+    let node = RunningNode::start(config.clone()).await?;
+    login_as_bootstrap_admin(&node, &config)?;
     println!(
         "  node       gRPC {}  metrics http://{}/metrics",
         node.grpc_addr, node.http_addr
@@ -259,7 +259,7 @@ fn print_report(report: &LoadReport, options: &LoadOptions) {
 
 /// Feeder peaks against ratings, from the node's own feeder-load query.
 async fn print_grid_summary(target: &str, options: &LoadOptions) -> anyhow::Result<()> {
-    let client = Client::connect(target).await?;
+    let client = crate::connect::connect(target).await?;
     let generator = crate::sim::Generator::new(options.sim.clone());
     let mut peaks = Vec::new();
     let to = options.sim.start_ms + options.sim.ticks() as i64 * crate::sim::INTERVAL_MS + 1;
@@ -396,6 +396,38 @@ fn report_json(report: &LoadReport) -> String {
         },
     })
     .to_string()
+}
+
+/// Makes the demo's own calls log in as the node's bootstrap admin (unless the command line
+/// gave credentials): the password this start generated, or the one kept in the data
+/// directory or given in the environment when the directory was used before.
+fn login_as_bootstrap_admin(node: &RunningNode, config: &Config) -> anyhow::Result<()> {
+    let password = match &node.bootstrap {
+        Some(b) => b.password.expose().to_owned(),
+        None => {
+            let file = config.node.data_dir.join(crate::bootstrap::PASSWORD_FILE);
+            match std::fs::read_to_string(&file) {
+                Ok(text) => text.trim().to_owned(),
+                Err(_) => config
+                    .auth
+                    .bootstrap_password
+                    .read(|n| std::env::var(n).ok())?
+                    .ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "this data directory has users; give credentials (--user or --token)"
+                        )
+                    })?,
+            }
+        }
+    };
+    crate::connect::set_options(gridmesh_proto::client::ConnectOptions {
+        credentials: gridmesh_proto::client::Credentials::password(
+            &config.auth.bootstrap_admin,
+            &password,
+        ),
+        tls: None,
+    });
+    Ok(())
 }
 
 /// `YYYY-MM-DD HH:MM` UTC.

@@ -125,7 +125,7 @@ pub async fn register_topology(client: &Client, generator: &Generator) -> anyhow
 
 /// Runs the whole load: registration, then the push phase.
 pub async fn run(options: LoadOptions, progress: Arc<Progress>) -> anyhow::Result<LoadReport> {
-    let client = Client::connect(&options.target).await?;
+    let client = crate::connect::connect(&options.target).await?;
     let mut generator = Generator::new(options.sim.clone());
     register_topology(&client, &generator).await?;
 

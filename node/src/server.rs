@@ -15,6 +15,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use gridmesh_actors::api::Api;
+use gridmesh_actors::auth::Auth;
 use gridmesh_actors::cluster::Secret;
 use gridmesh_actors::cluster::runtime::MembershipMsg;
 use gridmesh_actors::context::NodeContext;
@@ -25,6 +26,7 @@ use gridmesh_actors::writer::{Writer, WriterTask};
 use gridmesh_config::Config;
 use gridmesh_proto::v1::admin_service_server::AdminServiceServer;
 use gridmesh_proto::v1::alert_service_server::AlertServiceServer;
+use gridmesh_proto::v1::auth_service_server::AuthServiceServer;
 use gridmesh_proto::v1::ingest_service_server::IngestServiceServer;
 use gridmesh_proto::v1::query_service_server::QueryServiceServer;
 use gridmesh_proto::v1::registry_service_server::RegistryServiceServer;
@@ -34,9 +36,11 @@ use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
 
+use crate::authn::AuthLayer;
 use crate::http::{self, HttpState};
 use crate::services::admin::AdminApi;
 use crate::services::alerts::AlertApi;
+use crate::services::auth::AuthApi;
 use crate::services::ingest::IngestApi;
 use crate::services::query::QueryApi;
 use crate::services::registry::RegistryApi;
@@ -62,11 +66,15 @@ pub struct RunningNode {
     http: (oneshot::Sender<()>, JoinHandle<std::io::Result<()>>),
     ready: Arc<AtomicBool>,
     health: tonic_health::server::HealthReporter,
+    /// The bootstrap admin's password when this start created that admin (for the in-process
+    /// demo; `None` when users existed already).
+    pub bootstrap: Option<crate::bootstrap::Bootstrapped>,
 }
 
 impl RunningNode {
     /// Opens the data directory and starts everything. `config` must be validated.
     pub async fn start(config: Config) -> anyhow::Result<Self> {
+        crate::tls::install_crypto_provider();
         let metrics = telemetry::metrics_handle();
         let cookie = if config.cluster.enabled {
             let cookie = config
@@ -77,6 +85,12 @@ impl RunningNode {
             None
         };
         let (ctx, writer) = open_context(config).await?;
+        let (auth, bootstrap) =
+            crate::bootstrap::start_auth(&ctx, cookie.as_ref().map(Secret::expose)).await?;
+        ctx.set_auth(auth.clone());
+        if let Some(tls) = crate::tls::cluster(&ctx.config.tls)? {
+            ctx.set_cluster_tls(tls);
+        }
         let pipeline = IngestPipeline::new(ctx.clone());
         let api = Api::new(ctx.clone(), pipeline.clone());
         if let Some(cookie) = cookie {
@@ -92,7 +106,7 @@ impl RunningNode {
         let http_listener = bind(node.http_addr, "node.http_addr / --http-addr").await?;
         let (grpc_addr, http_addr) = (grpc_listener.local_addr()?, http_listener.local_addr()?);
 
-        let (health, grpc) = serve_grpc(&ctx, &api, grpc_listener).await?;
+        let (health, grpc) = serve_grpc(&ctx, &api, &auth, grpc_listener).await?;
         let http_state = HttpState {
             metrics,
             ctx: ctx.clone(),
@@ -102,7 +116,10 @@ impl RunningNode {
         let http = serve_http(http_state, http_listener);
         ready.store(true, Ordering::Release);
         let (name, data_dir) = (&ctx.config.node.name, ctx.store.path().display());
-        tracing::info!(node = %name, %grpc_addr, %http_addr, data_dir = %data_dir, "node ready");
+        let tls = ctx.config.tls.grpc_enabled();
+        tracing::info!(
+            node = %name, %grpc_addr, %http_addr, data_dir = %data_dir, tls, "node ready"
+        );
         Ok(Self {
             grpc_addr,
             http_addr,
@@ -115,6 +132,7 @@ impl RunningNode {
             http,
             ready,
             health,
+            bootstrap,
         })
     }
 
@@ -194,6 +212,7 @@ async fn bind(addr: SocketAddr, key: &str) -> anyhow::Result<TcpListener> {
 async fn serve_grpc(
     ctx: &Arc<NodeContext>,
     api: &Api,
+    auth: &Arc<Auth>,
     listener: TcpListener,
 ) -> anyhow::Result<(
     tonic_health::server::HealthReporter,
@@ -211,6 +230,7 @@ async fn serve_grpc(
         .await;
     health.set_serving::<QueryServiceServer<QueryApi>>().await;
     health.set_serving::<AdminServiceServer<AdminApi>>().await;
+    health.set_serving::<AuthServiceServer<AuthApi>>().await;
     health.set_serving::<AlertServiceServer<AlertApi>>().await;
 
     let reflection_v1 = tonic_reflection::server::Builder::configure()
@@ -232,11 +252,19 @@ async fn serve_grpc(
     let query =
         QueryServiceServer::new(QueryApi::new(api.clone())).max_encoding_message_size(max_message);
     let admin = AdminServiceServer::new(AdminApi::new(api.clone()));
+    let auth_service = AuthServiceServer::new(AuthApi::new(auth.clone(), ctx.clone()));
     let alerts = AlertServiceServer::new(AlertApi::new(api.clone()));
 
     let (stop_tx, stop_rx) = oneshot::channel::<()>();
-    let server = tonic::transport::Server::builder()
-        .tcp_nodelay(true)
+    let mut builder = tonic::transport::Server::builder().tcp_nodelay(true);
+    if let Some(tls) = crate::tls::grpc_server(&ctx.config.tls)? {
+        builder = builder
+            .tls_config(tls)
+            .context("tls.grpc_cert_file / grpc_key_file")?;
+    }
+    // Every call, of every service, passes the auth layer first (see `authn`).
+    let server = builder
+        .layer(AuthLayer::new(auth.clone(), ctx.clone()))
         .add_service(health_service)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
@@ -244,6 +272,7 @@ async fn serve_grpc(
         .add_service(registry)
         .add_service(query)
         .add_service(admin)
+        .add_service(auth_service)
         .add_service(alerts)
         .serve_with_incoming_shutdown(TcpListenerStream::new(listener), async {
             let _ = stop_rx.await;

@@ -60,6 +60,7 @@ pub fn metrics_handle() -> PrometheusHandle {
 }
 
 fn describe_metrics() {
+    describe_auth_metrics();
     describe_counter!(
         "gridmesh_ingest_batches_total",
         "Batches acknowledged (unary and stream)."
@@ -268,5 +269,24 @@ fn describe_metrics() {
     describe_counter!(
         "gridmesh_substitute_copies_dropped_total",
         "Copies a substitute deleted after handing them off."
+    );
+}
+
+fn describe_auth_metrics() {
+    describe_counter!(
+        "gridmesh_auth_events_total",
+        "Security events recorded in the audit log, by action and success."
+    );
+    describe_counter!(
+        "gridmesh_auth_refused_total",
+        "Calls refused by the auth layer, by reason (no_token, expired, bad_signature, role...)."
+    );
+    describe_gauge!(
+        "gridmesh_sessions_active",
+        "Login sessions whose SessionActor runs on this node."
+    );
+    describe_counter!(
+        "gridmesh_cluster_handshakes_total",
+        "Incoming cluster TLS handshakes, by outcome (ok, failed, timeout, refused_busy)."
     );
 }

@@ -15,7 +15,6 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
-use gridmesh_proto::client::Client;
 use gridmesh_proto::v1::{
     FeederInfo, GetFeederLoadRequest, GetMeterStatusRequest, GetReadingsRequest,
     ImportTopologyRequest, MeterInfo, Resolution, ServiceType,
@@ -207,7 +206,7 @@ pub async fn run_topology(command: TopologyCommand) -> anyhow::Result<()> {
         TopologyCommand::Import { file, target } => {
             let request = read_topology(&file)?;
             let (feeders, meters) = (request.feeders.len(), request.meters.len());
-            let client = Client::connect(&target).await?;
+            let client = crate::connect::connect(&target).await?;
             let response = client
                 .registry()
                 .import_topology(request)
@@ -413,7 +412,7 @@ fn parse_time(text: Option<&str>, default_ms: i64) -> anyhow::Result<i64> {
 pub async fn run_query(command: QueryCommand) -> anyhow::Result<()> {
     match command {
         QueryCommand::Status { meter, target } => {
-            let client = Client::connect(&target).await?;
+            let client = crate::connect::connect(&target).await?;
             let s = client
                 .query()
                 .get_meter_status(GetMeterStatusRequest { meter_id: meter })
@@ -524,7 +523,7 @@ pub async fn run_query(command: QueryCommand) -> anyhow::Result<()> {
             Ok(())
         }
         QueryCommand::Forecast { feeder, target } => {
-            let client = Client::connect(&target).await?;
+            let client = crate::connect::connect(&target).await?;
             let f = client
                 .query()
                 .get_forecast(gridmesh_proto::v1::GetForecastRequest { feeder_id: feeder })
@@ -569,7 +568,7 @@ fn time_range(range: &RangeArgs) -> anyhow::Result<(i64, i64)> {
 
 async fn query_readings(meter: String, range: RangeArgs) -> anyhow::Result<()> {
     let (from, to) = time_range(&range)?;
-    let client = Client::connect(&range.target).await?;
+    let client = crate::connect::connect(&range.target).await?;
     let request = GetReadingsRequest {
         meter_id: meter,
         from_ts_ms: from,
@@ -627,7 +626,7 @@ async fn query_readings(meter: String, range: RangeArgs) -> anyhow::Result<()> {
 
 async fn query_feeder(feeder: String, range: RangeArgs) -> anyhow::Result<()> {
     let (from, to) = time_range(&range)?;
-    let client = Client::connect(&range.target).await?;
+    let client = crate::connect::connect(&range.target).await?;
     let request = GetFeederLoadRequest {
         feeder_id: feeder,
         from_ts_ms: from,

@@ -158,7 +158,8 @@ async fn rules_raise_alerts_that_operators_and_time_resolve() {
         .expect("ack")
         .into_inner();
     assert_eq!(acked.state, AlertState::Acknowledged as i32);
-    assert_eq!(acked.acknowledged_by, "operator-1");
+    // The authenticated caller is recorded, not the request's `by`.
+    assert_eq!(acked.acknowledged_by, gridmesh_chaos::TEST_ADMIN);
     assert_eq!(
         alerts(&client, "undervoltage").await.len(),
         1,

@@ -265,12 +265,20 @@ async fn bad_batches_and_requests_get_clear_statuses() {
     );
     assert!(message.contains("too large"), "{message}");
 
-    // Malformed protobuf on the wire: refused, and the node carries on.
-    let status = push_raw_bytes(
-        &node.grpc_target(),
-        vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01],
-    )
-    .await;
+    // Malformed protobuf on the wire: refused, and the node carries on. Without a token it
+    // never gets as far as decoding.
+    let garbage = vec![0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f, 0x01];
+    let anonymous = push_raw_bytes(&node.grpc_target(), garbage.clone(), None).await;
+    assert_eq!(anonymous.code(), Code::Unauthenticated);
+    let token = client
+        .login(
+            gridmesh_chaos::TEST_ADMIN,
+            gridmesh_chaos::TEST_ADMIN_PASSWORD,
+        )
+        .await
+        .expect("login")
+        .access_token;
+    let status = push_raw_bytes(&node.grpc_target(), garbage, Some(&token)).await;
     assert_ne!(status.code(), Code::Ok);
     assert!(
         status.message().to_lowercase().contains("decode"),
@@ -298,7 +306,7 @@ fn node_with_limit(dir: &std::path::Path) -> gridmesh_chaos::NodeProcess {
 }
 
 /// Sends arbitrary bytes as the body of an IngestService/PushBatch call.
-async fn push_raw_bytes(target: &str, body: Vec<u8>) -> tonic::Status {
+async fn push_raw_bytes(target: &str, body: Vec<u8>, token: Option<&str>) -> tonic::Status {
     use bytes_codec::RawCodec;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{target}"))
         .expect("uri")
@@ -310,7 +318,12 @@ async fn push_raw_bytes(target: &str, body: Vec<u8>) -> tonic::Status {
     let path = tonic::codegen::http::uri::PathAndQuery::from_static(
         "/gridmesh.v1.IngestService/PushBatch",
     );
-    grpc.unary(tonic::Request::new(body), path, RawCodec)
+    let mut request = tonic::Request::new(body);
+    if let Some(token) = token {
+        let value = format!("Bearer {token}").parse().expect("ascii token");
+        request.metadata_mut().insert("authorization", value);
+    }
+    grpc.unary(request, path, RawCodec)
         .await
         .expect_err("garbage must be refused")
 }

@@ -4,19 +4,146 @@
 //! Pushing is retried on `UNAVAILABLE` and `RESOURCE_EXHAUSTED` with exponential backoff and
 //! full jitter. That is safe because ingest is idempotent: a reading sent twice is stored once
 //! and acknowledged as a duplicate the second time.
+//!
+//! **Credentials** ([`Credentials`], passed with [`Client::connect_with`]): a bearer token
+//! (an API token, or an access token from elsewhere) is sent as is; a user name and password
+//! log in once at connect and the client then keeps a valid access token by itself: a task
+//! refreshes it at two thirds of its lifetime and logs in again if the session has ended. The
+//! task stops when the last clone of the client is dropped. [`Client::connect`] connects
+//! without credentials (only health, reflection and Login then work).
+//!
+//! **TLS** ([`ClientTls`]): `https://` addresses, or any address with TLS options, connect
+//! over TLS, verifying the node's certificate against the given CA.
 
+use std::sync::{Arc, RwLock, Weak};
 use std::time::Duration;
 
 use rand::Rng;
-use tonic::transport::{Channel, Endpoint};
+use tonic::metadata::MetadataValue;
+use tonic::service::Interceptor;
+use tonic::service::interceptor::InterceptedService;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 use tonic::{Code, Status};
 
 use crate::v1::admin_service_client::AdminServiceClient;
 use crate::v1::alert_service_client::AlertServiceClient;
+use crate::v1::auth_service_client::AuthServiceClient;
 use crate::v1::ingest_service_client::IngestServiceClient;
 use crate::v1::query_service_client::QueryServiceClient;
 use crate::v1::registry_service_client::RegistryServiceClient;
-use crate::v1::{PushAck, ReadingBatch};
+use crate::v1::{LoginRequest, PushAck, ReadingBatch, RefreshRequest, TokenPair};
+
+/// How a client authenticates.
+#[derive(Clone, Default)]
+pub enum Credentials {
+    /// No credentials.
+    #[default]
+    None,
+    /// A bearer token (API token or access token), sent unchanged.
+    Token(String),
+    /// Log in with a password and keep the access token fresh.
+    Password {
+        /// User name.
+        user: String,
+        /// Password.
+        password: String,
+    },
+}
+
+impl Credentials {
+    /// Password credentials.
+    pub fn password(user: &str, password: &str) -> Self {
+        Credentials::Password {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        }
+    }
+
+    /// Token credentials.
+    pub fn token(token: &str) -> Self {
+        Credentials::Token(token.to_owned())
+    }
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Credentials::None => f.write_str("None"),
+            Credentials::Token(_) => f.write_str("Token(<redacted>)"),
+            Credentials::Password { user, .. } => {
+                write!(f, "Password {{ user: {user:?}, password: <redacted> }}")
+            }
+        }
+    }
+}
+
+/// TLS settings of a client.
+#[derive(Debug, Clone, Default)]
+pub struct ClientTls {
+    /// PEM of the CA that signed the node's certificate (`None`: the system's roots are not
+    /// built in, so give one).
+    pub ca_pem: Option<Vec<u8>>,
+    /// Name to verify in the node's certificate; default: the host of the address.
+    pub domain: Option<String>,
+    /// Client certificate and key (PEM), for nodes that require mutual TLS.
+    pub identity: Option<(Vec<u8>, Vec<u8>)>,
+}
+
+/// Everything [`Client::connect_with`] needs besides the address.
+#[derive(Debug, Clone, Default)]
+pub struct ConnectOptions {
+    /// How to authenticate.
+    pub credentials: Credentials,
+    /// TLS, when the node serves it.
+    pub tls: Option<ClientTls>,
+}
+
+impl From<Credentials> for ConnectOptions {
+    fn from(credentials: Credentials) -> Self {
+        Self {
+            credentials,
+            tls: None,
+        }
+    }
+}
+
+/// The current bearer header value, shared by every stub of a client.
+type TokenCell = Arc<RwLock<Option<MetadataValue<tonic::metadata::Ascii>>>>;
+
+/// Adds `authorization: Bearer <token>` to every call.
+#[derive(Clone)]
+pub struct BearerInterceptor {
+    token: TokenCell,
+}
+
+impl std::fmt::Debug for BearerInterceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("BearerInterceptor(<redacted>)")
+    }
+}
+
+impl Interceptor for BearerInterceptor {
+    fn call(&mut self, mut request: tonic::Request<()>) -> Result<tonic::Request<()>, Status> {
+        let token = self
+            .token
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone();
+        if let Some(value) = token {
+            request.metadata_mut().insert("authorization", value);
+        }
+        Ok(request)
+    }
+}
+
+/// A channel that authenticates every call.
+pub type AuthChannel = InterceptedService<Channel, BearerInterceptor>;
+
+fn bearer(token: &str) -> Result<MetadataValue<tonic::metadata::Ascii>, ClientError> {
+    format!("Bearer {token}")
+        .parse()
+        .map_err(|_| ClientError::Status(Status::invalid_argument("the token is not ASCII")))
+}
 
 /// Largest message the client sends or accepts, matching the node's default limit.
 pub const MAX_MESSAGE_BYTES: usize = 16 * 1024 * 1024;
@@ -97,26 +224,72 @@ pub fn is_retryable(status: &Status) -> bool {
     matches!(status.code(), Code::Unavailable | Code::ResourceExhausted)
 }
 
-/// A connection to one GridMesh node. Cloning is cheap and shares the connection.
-#[derive(Debug, Clone)]
+/// A connection to one GridMesh node. Cloning is cheap and shares the connection (and the
+/// credentials).
+#[derive(Clone)]
 pub struct Client {
     channel: Channel,
+    token: TokenCell,
     retry: RetryPolicy,
+    /// Keeps the refresher running while any clone lives.
+    _session: Option<Arc<SessionKeeper>>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Client")
+            .field("retry", &self.retry)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Owned by the clients of a password login; the refresher holds only a weak reference.
+#[derive(Debug)]
+struct SessionKeeper;
+
+fn endpoint(addr: &str, tls: Option<&ClientTls>) -> Result<Endpoint, ClientError> {
+    let bad = |message: String| ClientError::BadAddress {
+        addr: addr.to_owned(),
+        message,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
+    let uri = if addr.contains("://") {
+        addr.to_owned()
+    } else {
+        format!("{scheme}://{addr}")
+    };
+    let mut endpoint = Endpoint::from_shared(uri).map_err(|e| bad(e.to_string()))?;
+    if let Some(tls) = tls {
+        let mut config = ClientTlsConfig::new();
+        if let Some(ca) = &tls.ca_pem {
+            config = config.ca_certificate(Certificate::from_pem(ca));
+        }
+        if let Some(domain) = &tls.domain {
+            config = config.domain_name(domain.clone());
+        }
+        if let Some((cert, key)) = &tls.identity {
+            config = config.identity(Identity::from_pem(cert, key));
+        }
+        endpoint = endpoint
+            .tls_config(config)
+            .map_err(|e| bad(e.to_string()))?;
+    }
+    Ok(endpoint)
 }
 
 impl Client {
-    /// Connects to `addr` (`host:port` or `http://host:port`).
+    /// Connects to `addr` (`host:port` or `http://host:port`) without credentials.
     pub async fn connect(addr: &str) -> Result<Self, ClientError> {
-        let uri = if addr.contains("://") {
-            addr.to_owned()
-        } else {
-            format!("http://{addr}")
-        };
-        let endpoint = Endpoint::from_shared(uri).map_err(|e| ClientError::BadAddress {
-            addr: addr.to_owned(),
-            message: e.to_string(),
-        })?;
-        let channel = endpoint
+        Self::connect_with(addr, ConnectOptions::default()).await
+    }
+
+    /// Connects to `addr` with credentials and optional TLS (see the module docs).
+    pub async fn connect_with(
+        addr: &str,
+        options: impl Into<ConnectOptions>,
+    ) -> Result<Self, ClientError> {
+        let options = options.into();
+        let channel = endpoint(addr, options.tls.as_ref())?
             .connect_timeout(Duration::from_secs(5))
             .tcp_nodelay(true)
             .connect()
@@ -125,10 +298,64 @@ impl Client {
                 addr: addr.to_owned(),
                 source,
             })?;
-        Ok(Self {
+        let token: TokenCell = Arc::new(RwLock::new(None));
+        let mut client = Self {
             channel,
+            token,
             retry: RetryPolicy::default(),
-        })
+            _session: None,
+        };
+        match options.credentials {
+            Credentials::None => {}
+            Credentials::Token(token) => client.set_token(&token)?,
+            Credentials::Password { user, password } => {
+                let pair = client.login(&user, &password).await?;
+                client.set_token(&pair.access_token)?;
+                let keeper = Arc::new(SessionKeeper);
+                tokio::spawn(keep_fresh(
+                    client.clone(),
+                    Arc::downgrade(&keeper),
+                    pair,
+                    user,
+                    password,
+                ));
+                client._session = Some(keeper);
+            }
+        }
+        Ok(client)
+    }
+
+    /// Uses `token` for every later call (of this client and its clones).
+    pub fn set_token(&self, token: &str) -> Result<(), ClientError> {
+        let value = bearer(token)?;
+        *self
+            .token
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(value);
+        Ok(())
+    }
+
+    /// Logs in (without changing the token this client uses).
+    pub async fn login(&self, user: &str, password: &str) -> Result<TokenPair, ClientError> {
+        let request = LoginRequest {
+            user: user.to_owned(),
+            password: password.to_owned(),
+        };
+        Ok(self.auth().login(request).await?.into_inner())
+    }
+
+    /// The auth stub.
+    pub fn auth(&self) -> AuthServiceClient<AuthChannel> {
+        AuthServiceClient::new(self.intercepted())
+    }
+
+    fn intercepted(&self) -> AuthChannel {
+        InterceptedService::new(
+            self.channel.clone(),
+            BearerInterceptor {
+                token: self.token.clone(),
+            },
+        )
     }
 
     /// Replaces the retry policy.
@@ -138,32 +365,32 @@ impl Client {
     }
 
     /// The ingest stub.
-    pub fn ingest(&self) -> IngestServiceClient<Channel> {
-        IngestServiceClient::new(self.channel.clone())
+    pub fn ingest(&self) -> IngestServiceClient<AuthChannel> {
+        IngestServiceClient::new(self.intercepted())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// The registry stub.
-    pub fn registry(&self) -> RegistryServiceClient<Channel> {
-        RegistryServiceClient::new(self.channel.clone())
+    pub fn registry(&self) -> RegistryServiceClient<AuthChannel> {
+        RegistryServiceClient::new(self.intercepted())
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// The query stub.
-    pub fn query(&self) -> QueryServiceClient<Channel> {
-        QueryServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    pub fn query(&self) -> QueryServiceClient<AuthChannel> {
+        QueryServiceClient::new(self.intercepted()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// The admin stub.
-    pub fn admin(&self) -> AdminServiceClient<Channel> {
-        AdminServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    pub fn admin(&self) -> AdminServiceClient<AuthChannel> {
+        AdminServiceClient::new(self.intercepted()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// The alert stub.
-    pub fn alerts(&self) -> AlertServiceClient<Channel> {
-        AlertServiceClient::new(self.channel.clone()).max_decoding_message_size(MAX_MESSAGE_BYTES)
+    pub fn alerts(&self) -> AlertServiceClient<AuthChannel> {
+        AlertServiceClient::new(self.intercepted()).max_decoding_message_size(MAX_MESSAGE_BYTES)
     }
 
     /// Pushes one batch, retrying transient errors per the policy. Returns the ack and how
@@ -209,6 +436,58 @@ impl Client {
         let stream = tokio_stream::wrappers::ReceiverStream::new(rx);
         let acks = self.ingest().push(stream).await?.into_inner();
         Ok((tx, acks))
+    }
+}
+
+/// Keeps a password client's access token fresh: refreshes at two thirds of its lifetime, logs
+/// in again when the session has ended, and stops when the client is gone.
+async fn keep_fresh(
+    client: Client,
+    alive: Weak<SessionKeeper>,
+    mut pair: TokenPair,
+    user: String,
+    password: String,
+) {
+    // The task must not keep the client's session alive itself: hold only the channel.
+    let client = Client {
+        _session: None,
+        ..client
+    };
+    loop {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let left = (pair.access_expires_ms - now_ms).max(0) as u64;
+        let mut wait = Duration::from_millis(left * 2 / 3).max(Duration::from_secs(1));
+        while !wait.is_zero() {
+            let step = wait.min(Duration::from_millis(500));
+            tokio::time::sleep(step).await;
+            wait -= step;
+            if alive.upgrade().is_none() {
+                return;
+            }
+        }
+        let refreshed = client
+            .auth()
+            .refresh(RefreshRequest {
+                refresh_token: pair.refresh_token.clone(),
+            })
+            .await;
+        let next = match refreshed {
+            Ok(next) => Ok(next.into_inner()),
+            Err(_) => client.login(&user, &password).await,
+        };
+        match next {
+            Ok(next) => {
+                if client.set_token(&next.access_token).is_ok() {
+                    pair = next;
+                }
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "could not refresh the access token; retrying");
+                pair.access_expires_ms = now_ms + 3_000;
+            }
+        }
     }
 }
 

@@ -61,6 +61,8 @@ pub struct MembershipState {
     server: ActorRef<NodeServerMessage>,
     ticker: JoinHandle<()>,
     connector: tokio::task::JoinHandle<()>,
+    /// The TLS accept loop, when the cluster port uses TLS.
+    acceptor: Option<tokio::task::JoinHandle<()>>,
     map: Arc<ShardMap>,
     home: Arc<ShardMap>,
     ticks: u64,
@@ -107,17 +109,42 @@ impl Actor for MembershipActor {
         // Owns nothing until it has the registry (see `sync_step`).
         membership.set_joining();
 
+        let tls = ctx.cluster_tls().cloned();
+        // With TLS, our own accept loop owns the cluster address (see `ClusterTls`); the
+        // NodeServer's listener only gets a loopback port, TLS-only too.
+        let (port, ip, encryption, tls_listener) = match &tls {
+            None => (
+                settings.listen_addr.port(),
+                settings.listen_addr.ip(),
+                IncomingEncryptionMode::Raw,
+                None,
+            ),
+            Some(t) => (
+                0,
+                std::net::IpAddr::from([127, 0, 0, 1]),
+                IncomingEncryptionMode::Tls(t.acceptor.clone()),
+                Some(tokio::net::TcpListener::bind(settings.listen_addr).await?),
+            ),
+        };
         let server = NodeServer::new(
-            settings.listen_addr.port(),
+            port,
             cookie.to_owned(),
             config.node.name.clone(),
             advertised.ip().to_string(),
-            Some(IncomingEncryptionMode::Raw),
+            Some(encryption),
             Some(NodeConnectionMode::Isolated),
         )
-        .with_listen_addr(settings.listen_addr.ip())
+        .with_listen_addr(ip)
         .with_max_inbound_frame_size(settings.max_frame_bytes);
         let (server, _) = Actor::spawn_linked(None, server, (), myself.get_cell()).await?;
+        let acceptor = match (tls_listener, &tls) {
+            (Some(listener), Some(t)) => Some(tokio::spawn(tls_accept_loop(
+                listener,
+                t.clone(),
+                server.clone(),
+            ))),
+            _ => None,
+        };
         server.cast(NodeServerMessage::SubscribeToEvents {
             id: "gridmesh.membership".to_owned(),
             subscription: Box::new(SessionEvents {
@@ -137,6 +164,7 @@ impl Actor for MembershipActor {
                 listen: settings.listen_addr,
                 min: settings.reconnect_min,
                 max: settings.reconnect_max,
+                tls: tls.clone(),
             },
         ));
         ctx.cluster.set_membership_actor(Some(myself.clone()));
@@ -145,6 +173,7 @@ impl Actor for MembershipActor {
             incarnation,
             listen = %settings.listen_addr,
             seeds = ?settings.seeds,
+            tls = tls.is_some(),
             "cluster listener started"
         );
         let map = ctx.cluster.map();
@@ -155,6 +184,7 @@ impl Actor for MembershipActor {
             server,
             ticker,
             connector,
+            acceptor,
             map,
             home,
             ticks: 0,
@@ -172,6 +202,9 @@ impl Actor for MembershipActor {
     ) -> Result<(), ActorProcessingErr> {
         state.ticker.abort();
         state.connector.abort();
+        if let Some(acceptor) = &state.acceptor {
+            acceptor.abort();
+        }
         state.ctx.cluster.set_membership_actor(None);
         state
             .server
@@ -520,6 +553,79 @@ struct ConnectSettings {
     listen: SocketAddr,
     min: Duration,
     max: Duration,
+    tls: Option<crate::cluster::ClusterTls>,
+}
+
+/// Most incoming TLS handshakes in progress at once; more connections are dropped at once.
+const MAX_HANDSHAKES: usize = 64;
+
+/// Accepts cluster connections and runs each TLS handshake in its own task with a deadline,
+/// so a peer that connects and stalls holds only its own task (see `ClusterTls`).
+async fn tls_accept_loop(
+    listener: tokio::net::TcpListener,
+    tls: crate::cluster::ClusterTls,
+    server: ActorRef<NodeServerMessage>,
+) {
+    let handshakes = Arc::new(tokio::sync::Semaphore::new(MAX_HANDSHAKES));
+    loop {
+        let (stream, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let Ok(permit) = handshakes.clone().try_acquire_owned() else {
+            metrics::counter!("gridmesh_cluster_handshakes_total", "outcome" => "refused_busy")
+                .increment(1);
+            continue;
+        };
+        let (acceptor, server, deadline) =
+            (tls.acceptor.clone(), server.clone(), tls.handshake_timeout);
+        tokio::spawn(async move {
+            let _permit = permit;
+            let _ = stream.set_nodelay(true);
+            let Ok(local) = stream.local_addr() else {
+                return;
+            };
+            let outcome = match tokio::time::timeout(deadline, acceptor.accept(stream)).await {
+                Ok(Ok(tls_stream)) => {
+                    let stream = ractor_cluster::NetworkStream::TlsServer {
+                        peer_addr: peer,
+                        local_addr: local,
+                        stream: tls_stream,
+                    };
+                    let _ = server.cast(NodeServerMessage::ConnectionOpened {
+                        stream: Box::new(stream),
+                        is_server: true,
+                    });
+                    "ok"
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "cluster TLS handshake failed");
+                    "failed"
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, ?deadline, "cluster TLS handshake timed out; dropped");
+                    "timeout"
+                }
+            };
+            metrics::counter!("gridmesh_cluster_handshakes_total", "outcome" => outcome)
+                .increment(1);
+        });
+    }
+}
+
+/// The name a peer's certificate must carry: the configured one, else its IP address.
+fn peer_server_name(
+    tls: &crate::cluster::ClusterTls,
+    target: SocketAddr,
+) -> Option<rustls_pki_types::ServerName<'static>> {
+    match &tls.server_name {
+        Some(name) => rustls_pki_types::ServerName::try_from(name.clone()).ok(),
+        None => Some(rustls_pki_types::ServerName::IpAddress(target.ip().into())),
+    }
 }
 
 struct Backoff {
@@ -576,12 +682,25 @@ async fn connect_loop(
             entry.next = now + entry.delay.mul_f64(jitter);
             entry.delay = (entry.delay * 2).min(settings.max);
             let server = server.clone();
+            let tls = settings.tls.clone();
             tokio::spawn(async move {
-                let attempt = tokio::time::timeout(
-                    Duration::from_secs(3),
-                    ractor_cluster::client_connect(&server, target),
-                )
-                .await;
+                let connect = async {
+                    match &tls {
+                        None => ractor_cluster::client_connect(&server, target).await,
+                        Some(t) => match peer_server_name(t, target) {
+                            Some(name) => {
+                                let connector = t.connector.clone();
+                                ractor_cluster::client_connect_enc(&server, target, connector, name)
+                                    .await
+                            }
+                            None => {
+                                tracing::warn!("tls.cluster_server_name is not a valid name");
+                                Ok(())
+                            }
+                        },
+                    }
+                };
+                let attempt = tokio::time::timeout(Duration::from_secs(3), connect).await;
                 match attempt {
                     Ok(Ok(())) => tracing::debug!(%target, "cluster connection opened"),
                     Ok(Err(e)) => tracing::debug!(%target, error = %e, "cluster connect failed"),

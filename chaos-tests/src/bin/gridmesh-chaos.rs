@@ -246,7 +246,7 @@ async fn wait_converged(clients: &[Client], timeout: Duration) -> anyhow::Result
 async fn connect_all(nodes: &[NodeProcess]) -> anyhow::Result<Vec<Client>> {
     let mut clients = Vec::new();
     for node in nodes {
-        clients.push(Client::connect(&node.grpc_target()).await?);
+        clients.push(node.connect().await?);
     }
     Ok(clients)
 }
@@ -338,7 +338,7 @@ async fn verify(
     history: &[Op],
     clustered: bool,
 ) -> anyhow::Result<(CheckResult, Vec<String>)> {
-    let client = Client::connect(&nodes[0].grpc_target()).await?;
+    let client = nodes[0].connect().await?;
     let meters: Vec<(usize, usize)> = (0..config.clients)
         .flat_map(|c| (0..config.meters_per_client).map(move |m| (c, m)))
         .collect();

@@ -23,6 +23,8 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status};
 
 use super::blocking;
+use crate::authn::principal;
+use crate::scope;
 
 /// Changes read from the log per step while catching up.
 const LOG_PAGE: usize = 1000;
@@ -207,16 +209,79 @@ async fn watch(
     }
 }
 
+impl AlertApi {
+    /// A scoped caller may act only on alerts of its feeders; an unknown alert looks the same
+    /// as one outside the scope.
+    async fn check_alert_scope(
+        &self,
+        me: &gridmesh_auth::Principal,
+        alert_id: &str,
+    ) -> Result<(), Status> {
+        if !me.is_scoped() {
+            return Ok(());
+        }
+        let (ctx, id) = (self.api.ctx().clone(), alert_id.to_owned());
+        let alert = blocking(move || {
+            alerts::alert(&ctx.store, &id).map_err(|e| crate::status::internal(&e))
+        })
+        .await?;
+        match alert {
+            Some(a) if me.may_see_feeder(&a.feeder_id) => Ok(()),
+            _ => Err(scope::outside()),
+        }
+    }
+}
+
+/// Passes on the changes of alerts in the caller's scope; ends the stream with
+/// UNAUTHENTICATED when the caller's session, token or user is revoked.
+async fn scoped_watch(
+    me: gridmesh_auth::Principal,
+    mut guard: Option<gridmesh_actors::auth::StreamGuard>,
+    mut all: mpsc::Receiver<Result<AlertChange, Status>>,
+    tx: mpsc::Sender<Result<AlertChange, Status>>,
+) {
+    loop {
+        let next = match guard.as_mut() {
+            Some(guard) => tokio::select! {
+                next = all.recv() => next,
+                () = guard.revoked() => {
+                    let _ = tx.send(Err(gridmesh_actors::auth::unauthenticated())).await;
+                    return;
+                }
+            },
+            None => all.recv().await,
+        };
+        let Some(item) = next else {
+            return;
+        };
+        let visible = match &item {
+            Ok(change) => change
+                .alert
+                .as_ref()
+                .is_some_and(|a| me.may_see_feeder(&a.feeder_id)),
+            Err(_) => true,
+        };
+        if visible && tx.send(item).await.is_err() {
+            return;
+        }
+    }
+}
+
 #[tonic::async_trait]
 impl AlertService for AlertApi {
     async fn list_alerts(
         &self,
         request: Request<ListAlertsRequest>,
     ) -> Result<Response<ListAlertsResponse>, Status> {
-        self.api
-            .list_alerts(request.into_inner())
-            .await
-            .map(Response::new)
+        let me = principal(&request)?;
+        let req = request.into_inner();
+        if !req.feeder_id.is_empty() {
+            scope::feeder(&me, &req.feeder_id)?;
+        }
+        let mut response = self.api.list_alerts(req).await?;
+        // Scope filters after the limit: a scoped user may get fewer than `limit`.
+        response.alerts.retain(|a| me.may_see_feeder(&a.feeder_id));
+        Ok(Response::new(response))
     }
 
     type WatchAlertsStream = ReceiverStream<Result<AlertChange, Status>>;
@@ -225,12 +290,19 @@ impl AlertService for AlertApi {
         &self,
         request: Request<WatchAlertsRequest>,
     ) -> Result<Response<Self::WatchAlertsStream>, Status> {
+        let me = principal(&request)?;
         let req = request.into_inner();
         if !req.cursor.is_empty() {
             parse_cursor(&req.cursor)?;
         }
+        if !req.feeder_id.is_empty() {
+            scope::feeder(&me, &req.feeder_id)?;
+        }
+        let guard = self.api.ctx().auth().map(|auth| auth.register_stream(&me));
+        let (all_tx, all_rx) = mpsc::channel(WATCH_BUFFER);
         let (tx, rx) = mpsc::channel(WATCH_BUFFER);
-        tokio::spawn(watch(self.api.ctx().clone(), req, tx));
+        tokio::spawn(watch(self.api.ctx().clone(), req, all_tx));
+        tokio::spawn(scoped_watch(me, guard, all_rx, tx));
         Ok(Response::new(ReceiverStream::new(rx)))
     }
 
@@ -238,9 +310,12 @@ impl AlertService for AlertApi {
         &self,
         request: Request<AcknowledgeAlertRequest>,
     ) -> Result<Response<Alert>, Status> {
+        let me = principal(&request)?;
         let r = request.into_inner();
+        self.check_alert_scope(&me, &r.alert_id).await?;
+        // Who acted is the authenticated caller, whatever the request says.
         self.api
-            .alert_command(r.alert_id, false, r.by, r.note)
+            .alert_command(r.alert_id, false, me.user, r.note)
             .await
             .map(Response::new)
     }
@@ -249,9 +324,11 @@ impl AlertService for AlertApi {
         &self,
         request: Request<ResolveAlertRequest>,
     ) -> Result<Response<Alert>, Status> {
+        let me = principal(&request)?;
         let r = request.into_inner();
+        self.check_alert_scope(&me, &r.alert_id).await?;
         self.api
-            .alert_command(r.alert_id, true, r.by, r.note)
+            .alert_command(r.alert_id, true, me.user, r.note)
             .await
             .map(Response::new)
     }

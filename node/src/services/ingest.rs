@@ -10,6 +10,9 @@ use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 
+use crate::authn::principal;
+use crate::scope;
+
 /// The ingest service.
 #[derive(Debug, Clone)]
 pub struct IngestApi {
@@ -33,7 +36,9 @@ impl IngestService for IngestApi {
         &self,
         request: Request<ReadingBatch>,
     ) -> Result<Response<PushAck>, Status> {
+        let me = principal(&request)?;
         let batch = request.into_inner();
+        scope::batch(self.api.ctx(), &me, &batch).await?;
         tracing::debug!(
             batch_id = batch.batch_id,
             readings = batch.readings.len(),
@@ -49,11 +54,18 @@ impl IngestService for IngestApi {
         &self,
         request: Request<Streaming<ReadingBatch>>,
     ) -> Result<Response<Self::PushStream>, Status> {
+        let me = principal(&request)?;
+        // Closed when the caller's session, token or user is revoked (on any node).
+        let guard = self.api.ctx().auth().map(|auth| auth.register_stream(&me));
         let inbound = request.into_inner();
         let window = self.max_inflight_per_stream;
         // Acks wait here for the client to read them; at most `window` per stream.
         let (acks_tx, acks_rx) = mpsc::channel(window);
         tokio::spawn(pump(
+            Caller {
+                principal: me,
+                guard,
+            },
             inbound,
             self.api.clone(),
             Arc::new(Semaphore::new(window)),
@@ -63,9 +75,17 @@ impl IngestService for IngestApi {
     }
 }
 
+/// Who a stream belongs to, and the registration that closes it on revocation.
+struct Caller {
+    principal: gridmesh_auth::Principal,
+    guard: Option<gridmesh_actors::auth::StreamGuard>,
+}
+
 /// Reads batches while fewer than `window` are unacknowledged. Not reading is the flow control:
-/// HTTP/2 windows fill and the client's sends wait.
+/// HTTP/2 windows fill and the client's sends wait. Ends with UNAUTHENTICATED when the
+/// caller's credentials are revoked.
 async fn pump(
+    mut caller: Caller,
     mut inbound: Streaming<ReadingBatch>,
     api: Api,
     window: Arc<Semaphore>,
@@ -75,7 +95,17 @@ async fn pump(
         let Ok(permit) = window.clone().acquire_owned().await else {
             return;
         };
-        let batch = match inbound.message().await {
+        let next = match caller.guard.as_mut() {
+            Some(guard) => tokio::select! {
+                next = inbound.message() => next,
+                () = guard.revoked() => {
+                    let _ = acks.send(Err(gridmesh_actors::auth::unauthenticated())).await;
+                    return;
+                }
+            },
+            None => inbound.message().await,
+        };
+        let batch = match next {
             Ok(Some(batch)) => batch,
             Ok(None) => return,
             Err(status) => {
@@ -83,9 +113,12 @@ async fn pump(
                 return;
             }
         };
-        let (api, acks) = (api.clone(), acks.clone());
+        let (api, acks, principal) = (api.clone(), acks.clone(), caller.principal.clone());
         tokio::spawn(async move {
-            let result = api.push(batch, Admission::Wait).await;
+            let result = match scope::batch(api.ctx(), &principal, &batch).await {
+                Ok(()) => api.push(batch, Admission::Wait).await,
+                Err(status) => Err(status),
+            };
             let _ = acks.send(result).await;
             drop(permit);
         });

@@ -1,5 +1,5 @@
 //! `QueryService`: readings, meter status and feeder load, answered by the owners of the data
-//! wherever the call arrives.
+//! wherever the call arrives. Feeder scope applies to every method (see [`crate::scope`]).
 
 use gridmesh_actors::api::Api;
 use gridmesh_proto::v1::query_service_server::QueryService;
@@ -9,6 +9,9 @@ use gridmesh_proto::v1::{
     GetReadingsResponse, MeterStatus,
 };
 use tonic::{Request, Response, Status};
+
+use crate::authn::principal;
+use crate::scope;
 
 /// The query service.
 #[derive(Debug, Clone)]
@@ -29,6 +32,8 @@ impl QueryService for QueryApi {
         &self,
         request: Request<GetReadingsRequest>,
     ) -> Result<Response<GetReadingsResponse>, Status> {
+        let me = principal(&request)?;
+        scope::meter(self.api.ctx(), &me, &request.get_ref().meter_id).await?;
         self.api
             .get_readings(request.into_inner())
             .await
@@ -39,6 +44,8 @@ impl QueryService for QueryApi {
         &self,
         request: Request<GetMeterStatusRequest>,
     ) -> Result<Response<MeterStatus>, Status> {
+        let me = principal(&request)?;
+        scope::meter(self.api.ctx(), &me, &request.get_ref().meter_id).await?;
         self.api
             .get_meter_status(request.into_inner())
             .await
@@ -49,6 +56,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<GetFeederLoadRequest>,
     ) -> Result<Response<GetFeederLoadResponse>, Status> {
+        scope::feeder(&principal(&request)?, &request.get_ref().feeder_id)?;
         self.api
             .get_feeder_load(request.into_inner())
             .await
@@ -59,6 +67,7 @@ impl QueryService for QueryApi {
         &self,
         request: Request<GetForecastRequest>,
     ) -> Result<Response<GetForecastResponse>, Status> {
+        scope::feeder(&principal(&request)?, &request.get_ref().feeder_id)?;
         self.api
             .get_forecast(request.into_inner())
             .await

@@ -1,4 +1,5 @@
-//! `RegistryService`: meters and feeders.
+//! `RegistryService`: meters and feeders. Reads apply the caller's feeder scope; writes are
+//! for admins only (the permission table), who are never scoped.
 
 use std::sync::Arc;
 
@@ -14,7 +15,8 @@ use gridmesh_proto::v1::{
 use tonic::{Request, Response, Status};
 
 use super::blocking;
-use crate::status;
+use crate::authn::principal;
+use crate::{scope, status};
 
 /// The registry service.
 #[derive(Debug, Clone)]
@@ -57,6 +59,7 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<GetMeterRequest>,
     ) -> Result<Response<MeterInfo>, Status> {
+        let me = principal(&request)?;
         let meter_id = request.into_inner().meter_id;
         check_meter_id(&meter_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let ctx = self.ctx.clone();
@@ -66,8 +69,12 @@ impl RegistryService for RegistryApi {
                 .map_err(|e| status::internal(&e))
         })
         .await?;
-        info.map(Response::new)
-            .ok_or_else(|| Status::not_found("meter is not registered"))
+        match info {
+            // Unknown and out-of-scope meters look the same to a scoped user.
+            Some(info) if me.may_see_feeder(&info.feeder_id) => Ok(Response::new(info)),
+            _ if me.is_scoped() => Err(scope::outside()),
+            _ => Err(Status::not_found("meter is not registered")),
+        }
     }
 
     async fn register_feeder(
@@ -94,6 +101,7 @@ impl RegistryService for RegistryApi {
         &self,
         request: Request<GetFeederRequest>,
     ) -> Result<Response<FeederInfo>, Status> {
+        scope::feeder(&principal(&request)?, &request.get_ref().feeder_id)?;
         let feeder_id = request.into_inner().feeder_id;
         check_feeder_id(&feeder_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let ctx = self.ctx.clone();
@@ -109,11 +117,13 @@ impl RegistryService for RegistryApi {
 
     async fn list_feeders(
         &self,
-        _: Request<ListFeedersRequest>,
+        request: Request<ListFeedersRequest>,
     ) -> Result<Response<ListFeedersResponse>, Status> {
+        let me = principal(&request)?;
         let ctx = self.ctx.clone();
-        let feeders =
+        let mut feeders =
             blocking(move || ctx.store.feeders().map_err(|e| status::internal(&e))).await?;
+        feeders.retain(|f| me.may_see_feeder(&f.feeder_id));
         Ok(Response::new(ListFeedersResponse { feeders }))
     }
 

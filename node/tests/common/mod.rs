@@ -86,8 +86,7 @@ pub fn reading(meter: &str, k: i64) -> Reading {
     }
 }
 
+/// A client logged in as the test clusters' bootstrap admin.
 pub async fn connect(node: &NodeProcess) -> Client {
-    Client::connect(&node.grpc_target())
-        .await
-        .expect("connect to node")
+    node.connect().await.expect("connect to node")
 }
