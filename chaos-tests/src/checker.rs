@@ -1,16 +1,54 @@
-//! The checker: compares the workload's history with what the cluster stores.
+//! The checker: compares the workload's history with what the cluster stores, and checks the
+//! cluster's own invariants after healing.
 //!
 //! [`check_history`] is pure: given every request with its outcome and every stored reading,
 //! it finds acknowledged readings that are missing or changed (lost), readings that were
 //! refused yet stored, and stored readings nobody sent. Unknown outcomes may go either way and
 //! are counted. [`read_back`] fetches what the node stores, paginating through every meter.
+//!
+//! Beyond the history: [`check_resources`] (every node's memory and in-flight gauges stayed
+//! under their bounds during the run) and [`views_converged`] (after healing, every node lists
+//! every member alive and computes the same shard map).
+//!
+//! **Not checked yet: replica convergence.** Today every reading has one copy, so there is
+//! nothing to compare. When replication lands, the check belongs next to [`read_back`]: read
+//! each shard's range from every replica in its preference list (`GetShardMap` gives the
+//! lists) and require identical sets after healing. Until then the report says "not checked".
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::time::{Duration, Instant};
 
 use gridmesh_proto::client::Client;
-use gridmesh_proto::v1::{GetReadingsRequest, Resolution};
+use gridmesh_proto::v1::{
+    GetReadingsRequest, GetShardMapRequest, ListMembersRequest, MemberState, Resolution,
+};
 
+use crate::monitor::Observations;
 use crate::workload::{Op, Outcome};
+
+/// Acknowledged readings that may be missing without a violation: those acknowledged before a
+/// node's data directory was wiped, of meters whose shard that node owned before the wipe, in
+/// a cluster that keeps **one copy** per reading. With more copies nothing is allowed to go.
+#[derive(Debug, Clone, Default)]
+pub struct WipeAllowance {
+    /// Shards meters are hashed into.
+    pub shard_count: u32,
+    /// Per wipe: when, and the shards the wiped node owned in any map seen before it.
+    pub wipes: Vec<(Duration, HashSet<u32>)>,
+}
+
+impl WipeAllowance {
+    /// Whether a reading of `meter` sent by a request that started at `start` may be lost.
+    fn covers(&self, meter: &str, start: Duration) -> bool {
+        if self.shard_count == 0 {
+            return false;
+        }
+        let shard = gridmesh_actors::placement::shard_of(meter, self.shard_count);
+        self.wipes
+            .iter()
+            .any(|(at, owned)| start < *at && owned.contains(&shard))
+    }
+}
 
 /// Stored readings: (meter, ts) → energy.
 pub type Stored = HashMap<(String, i64), f64>;
@@ -32,6 +70,8 @@ pub struct CheckResult {
     pub unknown_absent: u64,
     /// Readings refused and (correctly) absent.
     pub refused: u64,
+    /// Acknowledged readings missing that a wipe with one copy per reading explains.
+    pub wiped: Vec<String>,
 }
 
 impl CheckResult {
@@ -41,8 +81,13 @@ impl CheckResult {
     }
 }
 
-/// Checks the history against the stored readings.
-pub fn check_history(history: &[Op], stored: &Stored) -> CheckResult {
+/// Checks the history against the stored readings. `allowance` lists wipes whose losses are
+/// expected (one copy per reading only).
+pub fn check_history(
+    history: &[Op],
+    stored: &Stored,
+    allowance: Option<&WipeAllowance>,
+) -> CheckResult {
     let mut result = CheckResult::default();
     let mut sent: HashMap<(String, i64), ()> = HashMap::new();
     for op in history {
@@ -59,8 +104,11 @@ pub fn check_history(history: &[Op], stored: &Stored) -> CheckResult {
             match &op.outcome {
                 Outcome::Acked { rejected } if !rejected.contains(&(index as u32)) => {
                     result.acked += 1;
-                    if found != Some(energy) {
-                        result.lost.push(describe());
+                    let wiped = allowance.is_some_and(|a| a.covers(meter, op.start));
+                    match found {
+                        Some(stored) if stored == energy => {}
+                        None if wiped => result.wiped.push(describe()),
+                        _ => result.lost.push(describe()),
                     }
                 }
                 Outcome::Acked { .. } | Outcome::Failed(_) => {
@@ -82,6 +130,123 @@ pub fn check_history(history: &[Op], stored: &Stored) -> CheckResult {
         }
     }
     result
+}
+
+/// Upper bounds on what the monitor sampled.
+#[derive(Debug, Clone)]
+pub struct ResourceBounds {
+    /// Resident memory of any node, bytes.
+    pub max_rss_bytes: u64,
+    /// Gauge name → largest value allowed.
+    pub gauges: Vec<(String, f64)>,
+}
+
+/// Violations of the bounds, naming the node and when.
+pub fn check_resources(observations: &Observations, bounds: &ResourceBounds) -> Vec<String> {
+    let mut violations = Vec::new();
+    for sample in &observations.resources {
+        if let Some(rss) = sample.rss_bytes.filter(|r| *r > bounds.max_rss_bytes) {
+            violations.push(format!(
+                "node {} used {} MiB of memory at {:.1} s (bound {} MiB)",
+                sample.node,
+                rss >> 20,
+                sample.at.as_secs_f64(),
+                bounds.max_rss_bytes >> 20
+            ));
+        }
+        for (gauge, bound) in &bounds.gauges {
+            if let Some(value) = sample.gauges.get(gauge).filter(|v| *v > bound) {
+                violations.push(format!(
+                    "node {}: {gauge} = {value} at {:.1} s (bound {bound})",
+                    sample.node,
+                    sample.at.as_secs_f64()
+                ));
+            }
+        }
+    }
+    violations.truncate(20);
+    violations
+}
+
+/// Waits (bounded) until every node in `clients` lists exactly `members` members, all alive and
+/// neither joining nor draining, and all nodes compute the same owner for every shard. Epochs
+/// are not compared: each node counts its own view changes. Returns how long it took, or what
+/// still differed at the deadline.
+pub async fn views_converged(
+    clients: &[Client],
+    members: usize,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    loop {
+        let differences = view_differences(clients, members).await;
+        if differences.is_empty() {
+            return Ok(started.elapsed());
+        }
+        if started.elapsed() > timeout {
+            return Err(format!(
+                "views did not converge within {timeout:?} after healing: {}",
+                differences.join("; ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+async fn view_differences(clients: &[Client], members: usize) -> Vec<String> {
+    let call = Duration::from_secs(2);
+    let mut differences = Vec::new();
+    let mut maps: Vec<(String, Vec<String>)> = Vec::new();
+    for (i, client) in clients.iter().enumerate() {
+        let mut admin = client.admin();
+        let view = tokio::time::timeout(call, admin.list_members(ListMembersRequest {}));
+        let Ok(Ok(view)) = view.await.map(|r| r.map(tonic::Response::into_inner)) else {
+            differences.push(format!("node {i} does not answer ListMembers"));
+            continue;
+        };
+        let settled = view.members.len() == members
+            && view
+                .members
+                .iter()
+                .all(|m| m.state == MemberState::Alive as i32 && !m.joining && !m.draining);
+        if !settled {
+            let listed: Vec<String> = view
+                .members
+                .iter()
+                .map(|m| {
+                    format!(
+                        "{}:{}{}",
+                        m.name,
+                        m.state,
+                        if m.draining { "d" } else { "" }
+                    )
+                })
+                .collect();
+            differences.push(format!("node {i} lists {listed:?}"));
+        }
+        let map = tokio::time::timeout(call, admin.get_shard_map(GetShardMapRequest {}));
+        let Ok(Ok(map)) = map.await.map(|r| r.map(tonic::Response::into_inner)) else {
+            differences.push(format!("node {i} does not answer GetShardMap"));
+            continue;
+        };
+        let mut shards = map.shards;
+        shards.sort_by_key(|s| s.shard);
+        maps.push((
+            map.answered_by,
+            shards.into_iter().map(|s| s.owner).collect(),
+        ));
+    }
+    if let Some((first, owners)) = maps.first() {
+        for (node, other) in &maps[1..] {
+            let differ = owners.iter().zip(other).filter(|(a, b)| a != b).count();
+            if differ > 0 || owners.len() != other.len() {
+                differences.push(format!(
+                    "{node} and {first} disagree on {differ} shard owners"
+                ));
+            }
+        }
+    }
+    differences
 }
 
 /// Everything `client` stores for `meters` between `from` and `to`.
@@ -127,11 +292,11 @@ pub async fn read_back(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::Duration;
 
     fn op(outcome: Outcome, readings: &[(&str, i64, f64)]) -> Op {
         Op {
             client: 0,
+            node: 0,
             start: Duration::ZERO,
             latency: Duration::ZERO,
             readings: readings
@@ -171,7 +336,7 @@ mod tests {
         ]
         .into_iter()
         .collect();
-        let result = check_history(&history, &stored);
+        let result = check_history(&history, &stored, None);
         assert_eq!(result.acked, 3);
         assert_eq!(
             result.lost.len(),
@@ -187,9 +352,69 @@ mod tests {
     }
 
     #[test]
+    fn a_wipe_excuses_only_earlier_readings_of_the_shards_the_node_owned() {
+        let shards = 8;
+        let shard = |m: &str| gridmesh_actors::placement::shard_of(m, shards);
+        let (owned, other) = (0..100)
+            .map(|i| format!("M{i}"))
+            .fold((None, None), |(o, t), m| {
+                if shard(&m) == shard("M0") {
+                    (o.or(Some(m)), t)
+                } else {
+                    (o, t.or(Some(m)))
+                }
+            });
+        let (owned, other) = (owned.expect("a meter"), other.expect("another shard"));
+        let mut early = op(Outcome::Acked { rejected: vec![] }, &[(&owned, 1, 1.0)]);
+        early.start = Duration::from_secs(1);
+        let mut late = op(Outcome::Acked { rejected: vec![] }, &[(&owned, 2, 1.0)]);
+        late.start = Duration::from_secs(9);
+        let mut elsewhere = op(Outcome::Acked { rejected: vec![] }, &[(&other, 1, 1.0)]);
+        elsewhere.start = Duration::from_secs(1);
+        let allowance = WipeAllowance {
+            shard_count: shards,
+            wipes: vec![(
+                Duration::from_secs(5),
+                [shard(&owned)].into_iter().collect(),
+            )],
+        };
+        let result = check_history(&[early, late, elsewhere], &Stored::new(), Some(&allowance));
+        assert_eq!(result.wiped.len(), 1, "{result:?}");
+        assert_eq!(
+            result.lost.len(),
+            2,
+            "after the wipe, and on another shard: {result:?}"
+        );
+    }
+
+    #[test]
+    fn resources_over_their_bounds_are_named() {
+        use crate::monitor::ResourceSample;
+        let sample = |node, rss_mib: u64, inflight: f64| ResourceSample {
+            at: Duration::from_secs(3),
+            node,
+            rss_bytes: Some(rss_mib << 20),
+            gauges: [("gridmesh_forward_inflight".to_owned(), inflight)]
+                .into_iter()
+                .collect(),
+        };
+        let observations = Observations {
+            views: Vec::new(),
+            resources: vec![sample(0, 100, 3.0), sample(1, 900, 70.0)],
+        };
+        let bounds = ResourceBounds {
+            max_rss_bytes: 512 << 20,
+            gauges: vec![("gridmesh_forward_inflight".to_owned(), 64.0)],
+        };
+        let violations = check_resources(&observations, &bounds);
+        assert_eq!(violations.len(), 2, "{violations:?}");
+        assert!(violations.iter().all(|v| v.starts_with("node 1")));
+    }
+
+    #[test]
     fn a_clean_history_passes() {
         let history = vec![op(Outcome::Acked { rejected: vec![] }, &[("a", 1, 5.0)])];
         let stored: Stored = [(("a".to_owned(), 1), 5.0)].into_iter().collect();
-        assert!(check_history(&history, &stored).is_ok());
+        assert!(check_history(&history, &stored, None).is_ok());
     }
 }

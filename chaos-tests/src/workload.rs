@@ -59,6 +59,8 @@ pub enum Outcome {
 pub struct Op {
     /// Client index.
     pub client: usize,
+    /// Index of the node the request went to.
+    pub node: usize,
     /// Start, from the beginning of the run.
     pub start: Duration,
     /// Until the outcome was known.
@@ -143,11 +145,13 @@ pub async fn run_client(
                 })
                 .collect(),
         };
-        let target = &targets[(step as usize + client) % targets.len()];
+        let node = (step as usize + client) % targets.len();
+        let target = &targets[node];
         let started = Instant::now();
         let outcome = classify(target.push_batch(batch).await);
         history.lock().await.push(Op {
             client,
+            node,
             start: started - run_start,
             latency: started.elapsed(),
             readings,
