@@ -83,7 +83,7 @@ impl ClusterUnderTest {
         let (nodes, proxy, network) = match spec.mode {
             Mode::Netns => {
                 let network = Network::create(total)?;
-                let proxy = Proxy::start(proxy_nodes(&network)).await?;
+                let proxy = Proxy::start(proxy_nodes(&network))?;
                 let nodes = netns_nodes(&network, spec, data.path(), &cookie)?;
                 (nodes, Some(proxy), Some(network))
             }

@@ -17,6 +17,10 @@
 //!
 //! The proxy buffers at most 64 chunks of 16 KiB per direction of a connection; beyond that it
 //! stops reading, so a stopped node exerts backpressure as it would on a direct link.
+//!
+//! It runs on a runtime of its own, on its own threads: a link must not slow down because the
+//! harness is busy (checking a large history, running a command), or the nodes would see
+//! "faults" nobody scheduled.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr};
@@ -101,28 +105,62 @@ impl Shared {
     }
 }
 
-/// The running proxy. Dropping it closes every listener and connection.
+/// The running proxy. Dropping it stops its runtime, which closes every listener and
+/// connection.
 #[derive(Debug)]
 pub struct Proxy {
     shared: Arc<Shared>,
-    listeners: Vec<tokio::task::JoinHandle<()>>,
+    shutdown: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Proxy {
-    /// Listens for every node (index = position in `nodes`).
-    pub async fn start(nodes: Vec<ProxyNode>) -> anyhow::Result<Self> {
+    /// Listens for every node (index = position in `nodes`), on a runtime of its own.
+    pub fn start(nodes: Vec<ProxyNode>) -> anyhow::Result<Self> {
         let shared = Arc::new(Shared {
             nodes,
             ..Shared::default()
         });
-        let mut listeners = Vec::new();
-        for (dst, node) in shared.nodes.iter().enumerate() {
-            let listener = TcpListener::bind(node.listen)
-                .await
-                .with_context(|| format!("proxy listening on {}", node.listen))?;
-            listeners.push(tokio::spawn(accept_loop(listener, dst, shared.clone())));
-        }
-        Ok(Self { shared, listeners })
+        let (bound_tx, bound_rx) = std::sync::mpsc::channel();
+        let (shutdown, stop) = tokio::sync::oneshot::channel::<()>();
+        let serving = shared.clone();
+        let thread = std::thread::Builder::new()
+            .name("chaos-proxy".to_owned())
+            .spawn(move || {
+                let runtime = tokio::runtime::Builder::new_multi_thread()
+                    .worker_threads(2)
+                    .thread_name("chaos-proxy")
+                    .enable_all()
+                    .build();
+                let runtime = match runtime {
+                    Ok(runtime) => runtime,
+                    Err(e) => {
+                        let _ = bound_tx.send(Err(anyhow::Error::from(e)));
+                        return;
+                    }
+                };
+                runtime.block_on(async move {
+                    match listen(&serving).await {
+                        Ok(listeners) => {
+                            let _ = bound_tx.send(Ok(()));
+                            let _ = stop.await;
+                            drop(listeners);
+                        }
+                        Err(e) => {
+                            let _ = bound_tx.send(Err(e));
+                        }
+                    }
+                });
+                // Dropping the runtime here ends every connection task.
+            })?;
+        bound_rx
+            .recv()
+            .context("the proxy thread ended before listening")??;
+        Ok(Self {
+            shared,
+            shutdown: Some(shutdown),
+            thread: Some(thread),
+        })
     }
 
     /// Sets `toxics` on every link to and from `node`.
@@ -166,13 +204,28 @@ impl Proxy {
 
 impl Drop for Proxy {
     fn drop(&mut self) {
-        for listener in &self.listeners {
-            listener.abort();
-        }
         for (_, kill) in lock(&self.shared.open).values() {
             kill.notify_one();
         }
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            let _ = thread.join();
+        }
     }
+}
+
+/// Binds every node's listener and starts accepting; the tasks end with the runtime.
+async fn listen(shared: &Arc<Shared>) -> anyhow::Result<Vec<tokio::task::JoinHandle<()>>> {
+    let mut listeners = Vec::new();
+    for (dst, node) in shared.nodes.iter().enumerate() {
+        let listener = TcpListener::bind(node.listen)
+            .await
+            .with_context(|| format!("proxy listening on {}", node.listen))?;
+        listeners.push(tokio::spawn(accept_loop(listener, dst, shared.clone())));
+    }
+    Ok(listeners)
 }
 
 async fn accept_loop(listener: TcpListener, dst: usize, shared: Arc<Shared>) {
@@ -366,7 +419,7 @@ mod tests {
                 source_ip: [127, 0, 0, 4].into(),
             },
         ];
-        let proxy = Proxy::start(nodes).await.expect("proxy starts");
+        let proxy = Proxy::start(nodes).expect("proxy starts");
         (proxy, listen, server)
     }
 

@@ -206,7 +206,8 @@ fn parse_faults(names: &[String]) -> anyhow::Result<Vec<FaultKind>> {
 }
 
 fn replay_command(args: &RunArgs, seed: u64) -> String {
-    let d = |d: Duration| humantime::format_duration(d).to_string();
+    // Milliseconds: humantime would write `3s 500ms`, which the shell splits.
+    let d = |d: Duration| format!("{}ms", d.as_millis());
     format!(
         "gridmesh-chaos run --nodes {} --duration {} --seed {seed} --faults {} --net {} \
          --spares {} --window-min {} --window-max {} --gap-min {} --gap-max {} --clients {} \
@@ -639,7 +640,8 @@ async fn verify(
         .collect();
     let to = now_ms();
     let stored = checker::read_back(&client, &ids, config.base_ts_ms, to).await?;
-    let check = checker::check_history(history, &stored, allowance);
+    // Checking a large history is CPU work: keep it off the runtime's other tasks.
+    let check = tokio::task::block_in_place(|| checker::check_history(history, &stored, allowance));
     let mut other = Vec::new();
 
     // Each meter counts what it stored exactly once. In a cluster a meter's counters are
