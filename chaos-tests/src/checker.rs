@@ -20,11 +20,12 @@ use std::time::{Duration, Instant};
 
 use gridmesh_proto::client::Client;
 use gridmesh_proto::v1::{
-    GetReadingsRequest, GetShardMapRequest, ListMembersRequest, MemberState, Resolution,
+    GetFeederLoadRequest, GetMeterStatusRequest, GetReadingsRequest, GetShardMapRequest,
+    ListMembersRequest, MemberState, Resolution,
 };
 
 use crate::monitor::Observations;
-use crate::workload::{Op, Outcome};
+use crate::workload::{self, Op, Outcome, WorkloadConfig};
 
 /// Acknowledged readings that may be missing without a violation: those acknowledged before a
 /// node's data directory was wiped, of meters whose shard that node owned before the wipe, in
@@ -72,12 +73,17 @@ pub struct CheckResult {
     pub refused: u64,
     /// Acknowledged readings missing that a wipe with one copy per reading explains.
     pub wiped: Vec<String>,
+    /// Readings the read path returned more than once (filled by [`verify`]).
+    pub duplicated: Vec<String>,
 }
 
 impl CheckResult {
     /// Whether no invariant was violated.
     pub fn is_ok(&self) -> bool {
-        self.lost.is_empty() && self.refused_but_stored.is_empty() && self.phantoms.is_empty()
+        self.lost.is_empty()
+            && self.refused_but_stored.is_empty()
+            && self.phantoms.is_empty()
+            && self.duplicated.is_empty()
     }
 }
 
@@ -139,6 +145,27 @@ pub struct ResourceBounds {
     pub max_rss_bytes: u64,
     /// Gauge name → largest value allowed.
     pub gauges: Vec<(String, f64)>,
+}
+
+impl ResourceBounds {
+    /// `max_rss_mib`, and the in-flight limits of a node with the default configuration
+    /// (readings in flight per node, forwarded calls in flight per peer).
+    pub fn node_defaults(max_rss_mib: u64) -> Self {
+        let defaults = gridmesh_config::Config::default();
+        Self {
+            max_rss_bytes: max_rss_mib << 20,
+            gauges: vec![
+                (
+                    "gridmesh_ingest_inflight_readings".to_owned(),
+                    f64::from(defaults.ingest.max_inflight_readings),
+                ),
+                (
+                    "gridmesh_forward_inflight".to_owned(),
+                    f64::from(defaults.cluster.max_inflight_per_peer),
+                ),
+            ],
+        }
+    }
 }
 
 /// Violations of the bounds, naming the node and when.
@@ -249,14 +276,17 @@ async fn view_differences(clients: &[Client], members: usize) -> Vec<String> {
     differences
 }
 
-/// Everything `client` stores for `meters` between `from` and `to`.
+/// Everything `client` stores for `meters` between `from` and `to`, and the readings the
+/// answers listed more than once (a reading must come back exactly once, however many copies
+/// the members hold).
 pub async fn read_back(
     client: &Client,
     meters: &[String],
     from: i64,
     to: i64,
-) -> anyhow::Result<Stored> {
+) -> anyhow::Result<(Stored, Vec<String>)> {
     let mut stored = Stored::new();
+    let mut duplicated = Vec::new();
     for meter in meters {
         let mut cursor = from;
         loop {
@@ -275,10 +305,10 @@ pub async fn read_back(
                 );
             }
             for r in &page.readings {
-                stored.insert(
-                    (meter.clone(), r.ts_ms),
-                    r.interval_energy_import_wh.unwrap_or(f64::NAN),
-                );
+                let energy = r.interval_energy_import_wh.unwrap_or(f64::NAN);
+                if stored.insert((meter.clone(), r.ts_ms), energy).is_some() {
+                    duplicated.push(format!("{meter}@{} returned twice", r.ts_ms));
+                }
             }
             match (page.truncated, page.readings.last()) {
                 (true, Some(last)) => cursor = last.ts_ms + 1,
@@ -286,7 +316,90 @@ pub async fn read_back(
             }
         }
     }
-    Ok(stored)
+    Ok((stored, duplicated))
+}
+
+/// Reads everything back through `grpc_target` and checks readings, per-meter counters (single
+/// node only) and feeder aggregates. Returns the history check and further violations.
+pub async fn verify(
+    config: &WorkloadConfig,
+    grpc_target: &str,
+    history: &[Op],
+    clustered: bool,
+    allowance: Option<&WipeAllowance>,
+) -> anyhow::Result<(CheckResult, Vec<String>)> {
+    let client = Client::connect(grpc_target).await?;
+    let meters: Vec<(usize, usize)> = (0..config.clients)
+        .flat_map(|c| (0..config.meters_per_client).map(move |m| (c, m)))
+        .collect();
+    let ids: Vec<String> = meters
+        .iter()
+        .map(|(c, m)| workload::meter_id(*c, *m))
+        .collect();
+    let to = crate::workload::now_ms();
+    let (stored, duplicated) = read_back(&client, &ids, config.base_ts_ms, to).await?;
+    // Checking a large history is CPU work: keep it off the runtime's other tasks.
+    let mut check = tokio::task::block_in_place(|| check_history(history, &stored, allowance));
+    check.duplicated = duplicated;
+    let mut other = Vec::new();
+
+    // Each meter counts what it stored exactly once. In a cluster a meter's counters are
+    // per node (its history spans the nodes that owned it), so this needs one node.
+    for id in ids.iter().filter(|_| !clustered) {
+        let status = client
+            .query()
+            .get_meter_status(GetMeterStatusRequest {
+                meter_id: id.clone(),
+            })
+            .await?
+            .into_inner();
+        let count = stored.keys().filter(|(meter, _)| meter == id).count() as u64;
+        if status.readings_accepted != count {
+            other.push(format!(
+                "meter {id}: counts {} stored readings, {count} are stored",
+                status.readings_accepted
+            ));
+        }
+    }
+    // Feeder load equals the sum of the stored readings of its meters.
+    for f in 0..config.feeders {
+        let feeder = format!("CHF-{f}");
+        let expected: f64 = meters
+            .iter()
+            .filter(|(c, m)| workload::feeder_of(config, *c, *m) == feeder)
+            .map(|(c, m)| workload::meter_id(*c, *m))
+            .flat_map(|id| {
+                stored
+                    .iter()
+                    .filter(move |((meter, _), _)| *meter == id)
+                    .map(|(_, e)| *e)
+            })
+            .sum();
+        let request = GetFeederLoadRequest {
+            feeder_id: feeder.clone(),
+            from_ts_ms: config.base_ts_ms - 86_400_000,
+            to_ts_ms: to,
+            resolution: Resolution::Day as i32,
+        };
+        let load = client.query().get_feeder_load(request).await?.into_inner();
+        if !load.unavailable_nodes.is_empty() {
+            other.push(format!(
+                "feeder {feeder}: load incomplete after healing; unavailable: {:?}",
+                load.unavailable_nodes
+            ));
+        }
+        let actual: f64 = load
+            .intervals
+            .iter()
+            .map(|i| i.customer_energy_import_wh)
+            .sum();
+        if (actual - expected).abs() > 1e-6 * expected.max(1.0) {
+            other.push(format!(
+                "feeder {feeder}: load {actual} Wh, stored readings sum to {expected} Wh"
+            ));
+        }
+    }
+    Ok((check, other))
 }
 
 #[cfg(test)]

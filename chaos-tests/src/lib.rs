@@ -19,6 +19,7 @@
 
 pub mod checker;
 pub mod cluster;
+pub mod docker;
 pub mod monitor;
 pub mod nemesis;
 pub mod netns;

@@ -167,6 +167,7 @@ impl RunSummary<'_> {
             .iter()
             .chain(&self.check.refused_but_stored)
             .chain(&self.check.phantoms)
+            .chain(&self.check.duplicated)
             .chain(self.other_violations)
             .collect()
     }
@@ -329,6 +330,7 @@ pub fn to_json(run: &RunSummary<'_>) -> serde_json::Value {
         "requests": {"ok": whole.ok, "failed": whole.failed, "unknown": whole.unknown},
         "readings": {
             "acked": run.check.acked, "lost": run.check.lost.len(),
+            "duplicated": run.check.duplicated.len(),
             "refused_but_stored": run.check.refused_but_stored.len(),
             "phantoms": run.check.phantoms.len(),
             "unknown_present": run.check.unknown_present,
@@ -399,15 +401,16 @@ fn readings_section(out: &mut String, run: &RunSummary<'_>) {
     let _ = writeln!(out, "## Readings\n");
     let _ = writeln!(
         out,
-        "| acknowledged | lost | refused but stored | phantom | unknown: stored \
+        "| acknowledged | lost | duplicated | refused but stored | phantom | unknown: stored \
          | unknown: absent | lost to wipes (expected, R=1) |"
     );
-    let _ = writeln!(out, "|---|---|---|---|---|---|---|");
+    let _ = writeln!(out, "|---|---|---|---|---|---|---|---|");
     let _ = writeln!(
         out,
-        "| {} | {} | {} | {} | {} | {} | {} |\n",
+        "| {} | {} | {} | {} | {} | {} | {} | {} |\n",
         c.acked,
         c.lost.len(),
+        c.duplicated.len(),
         c.refused_but_stored.len(),
         c.phantoms.len(),
         c.unknown_present,
@@ -527,6 +530,34 @@ fn resources_section(out: &mut String, run: &RunSummary<'_>) {
             bytes >> 20
         );
     }
+}
+
+/// Writes `report.json`, `report.md` and `timeline.svg` (over `length`) to `out`, and prints
+/// the Markdown.
+pub fn write_all(
+    out: &std::path::Path,
+    summary: &RunSummary<'_>,
+    length: Duration,
+) -> anyhow::Result<()> {
+    std::fs::create_dir_all(out)?;
+    std::fs::write(
+        out.join("report.json"),
+        serde_json::to_string_pretty(&to_json(summary))?,
+    )?;
+    let markdown = to_markdown(summary);
+    std::fs::write(out.join("report.md"), &markdown)?;
+    let title = format!(
+        "GridMesh chaos run, seed {}, {} nodes, mode {} — {}",
+        summary.seed,
+        summary.nodes,
+        summary.mode,
+        if summary.passed() { "passed" } else { "FAILED" }
+    );
+    let picture = crate::timeline::svg(summary.history, summary.windows, length, &title);
+    std::fs::write(out.join("timeline.svg"), picture)?;
+    println!("{markdown}");
+    println!("reports written to {}", out.display());
+    Ok(())
 }
 
 #[cfg(test)]

@@ -486,6 +486,37 @@ fn nested_window(
     })
 }
 
+/// Prints the schedule, and the requested kinds it has no window for.
+pub fn announce(windows: &[FaultWindow], kinds: &[FaultKind], config: &ScheduleConfig) {
+    println!(
+        "{} fault windows over {:?}:",
+        windows.len(),
+        config.duration
+    );
+    for (i, w) in windows.iter().enumerate() {
+        println!(
+            "  #{:<3} {:>6.1}–{:>6.1} s  {}{}",
+            i + 1,
+            w.start.as_secs_f64(),
+            w.end().as_secs_f64(),
+            if w.nested { "↳ " } else { "" },
+            w.describe()
+        );
+    }
+    let missing: Vec<&str> = kinds
+        .iter()
+        .filter(|k| !windows.iter().any(|w| w.kind == **k))
+        .map(|k| k.name())
+        .collect();
+    if !missing.is_empty() {
+        println!(
+            "warning: no window for {} (a schedule of {:?} covers every kind)",
+            missing.join(", "),
+            config.duration_for_every_kind()
+        );
+    }
+}
+
 fn random_between(rng: &mut StdRng, (low, high): (Duration, Duration)) -> Duration {
     if high <= low {
         return low;

@@ -71,6 +71,14 @@ pub struct Op {
     pub outcome: Outcome,
 }
 
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
+}
+
 /// Meter id of client `c`, meter `m`.
 pub fn meter_id(client: usize, meter: usize) -> String {
     format!("CH-{client:02}-{meter:04}")

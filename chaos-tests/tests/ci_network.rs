@@ -74,6 +74,7 @@ fn network_faults_lose_no_acknowledged_reading() {
         "{readings}"
     );
     assert_eq!(readings["lost"], 0);
+    assert_eq!(readings["duplicated"], 0);
     assert_eq!(readings["phantoms"], 0);
 
     let windows = report["windows"].as_array().expect("windows");

@@ -15,16 +15,15 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
-use gridmesh_chaos::checker::{self, CheckResult, ResourceBounds, WipeAllowance};
+use gridmesh_chaos::checker::{self, ResourceBounds, WipeAllowance};
 use gridmesh_chaos::cluster::{ClusterSpec, ClusterUnderTest, Mode};
 use gridmesh_chaos::monitor::{self, Observations};
 use gridmesh_chaos::nemesis::{self, NemesisLog};
 use gridmesh_chaos::report::{self, RunSummary};
 use gridmesh_chaos::schedule::{self, FaultKind, FaultWindow, ScheduleConfig};
 use gridmesh_chaos::workload::{self, Op, WorkloadConfig};
-use gridmesh_chaos::{gridmesh_binary, netns, timeline};
+use gridmesh_chaos::{docker, gridmesh_binary, netns};
 use gridmesh_proto::client::Client;
-use gridmesh_proto::v1::{GetFeederLoadRequest, GetMeterStatusRequest, Resolution};
 
 /// Chaos testing for GridMesh.
 #[derive(Debug, Parser)]
@@ -38,6 +37,8 @@ struct Cli {
 enum Command {
     /// Run one seeded schedule against node processes and check the outcome.
     Run(Box<RunArgs>),
+    /// Run against the three-node Docker Compose cluster of cluster-config/docker.
+    Docker(Box<docker::DockerArgs>),
     /// Remove namespaces, bridges and processes that crashed runs left behind.
     Cleanup,
 }
@@ -125,6 +126,7 @@ fn main() -> ExitCode {
     };
     let outcome = match cli.command {
         Command::Run(args) => runtime.block_on(interruptible(run(*args))),
+        Command::Docker(args) => runtime.block_on(interruptible(docker::run(*args))),
         Command::Cleanup => {
             let removed = netns::cleanup_stale();
             println!("removed {} stale item(s): {removed:?}", removed.len());
@@ -273,7 +275,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         clients: args.clients,
         meters_per_client: args.meters_per_client,
         feeders: 4,
-        base_ts_ms: now_ms() - 60 * 86_400_000,
+        base_ts_ms: workload::now_ms() - 60 * 86_400_000,
         request_timeout: Duration::from_secs(2),
         attempts: if clustered { 1 } else { 3 },
     };
@@ -293,7 +295,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         gap: (args.gap_min, args.gap_max),
     };
     let windows = schedule::generate(&schedule_config);
-    announce_schedule(&windows, &kinds, &schedule_config);
+    schedule::announce(&windows, &kinds, &schedule_config);
 
     let driven = drive(&config, &targets, &mut cluster, &windows, args.duration).await?;
     let Driven {
@@ -307,11 +309,13 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     violations.extend(proxy_violations(&cluster));
 
     let allowance = (args.replication_factor == 1).then(|| wipe_allowance(&log, &observations));
-    let (check, other) = verify(&config, &cluster, &history, clustered, allowance.as_ref()).await?;
+    let target = cluster.nodes[0].grpc_target();
+    let verified = checker::verify(&config, &target, &history, clustered, allowance.as_ref());
+    let (check, other) = verified.await?;
     violations.extend(other);
     violations.extend(checker::check_resources(
         &observations,
-        &resource_bounds(args.max_rss_mib),
+        &ResourceBounds::node_defaults(args.max_rss_mib),
     ));
 
     let summary = RunSummary {
@@ -333,67 +337,13 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         max_rss_bytes: args.max_rss_mib << 20,
         replay,
     };
-    write_reports(&args.out, &summary, args.duration)?;
+    report::write_all(&args.out, &summary, args.duration + Duration::from_secs(3))?;
     copy_logs(&cluster, &args.out)?;
     let passed = summary.passed();
     if !passed {
         println!("FAILED; replay with: {}", summary.replay);
     }
     Ok(passed)
-}
-
-fn announce_schedule(windows: &[FaultWindow], kinds: &[FaultKind], config: &ScheduleConfig) {
-    println!(
-        "{} fault windows over {:?}:",
-        windows.len(),
-        config.duration
-    );
-    for (i, w) in windows.iter().enumerate() {
-        println!(
-            "  #{:<3} {:>6.1}–{:>6.1} s  {}{}",
-            i + 1,
-            w.start.as_secs_f64(),
-            w.end().as_secs_f64(),
-            if w.nested { "↳ " } else { "" },
-            w.describe()
-        );
-    }
-    let missing: Vec<&str> = kinds
-        .iter()
-        .filter(|k| !windows.iter().any(|w| w.kind == **k))
-        .map(|k| k.name())
-        .collect();
-    if !missing.is_empty() {
-        println!(
-            "warning: no window for {} (a schedule of {:?} covers every kind)",
-            missing.join(", "),
-            config.duration_for_every_kind()
-        );
-    }
-}
-
-fn resource_bounds(max_rss_mib: u64) -> ResourceBounds {
-    let defaults = gridmesh_config::Config::default();
-    ResourceBounds {
-        max_rss_bytes: max_rss_mib << 20,
-        gauges: vec![
-            (
-                "gridmesh_ingest_inflight_readings".to_owned(),
-                f64::from(defaults.ingest.max_inflight_readings),
-            ),
-            (
-                "gridmesh_forward_inflight".to_owned(),
-                f64::from(defaults.cluster.max_inflight_per_peer),
-            ),
-        ],
-    }
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }
 
 async fn connect_all(cluster: &ClusterUnderTest, count: usize) -> anyhow::Result<Vec<Client>> {
@@ -576,37 +526,6 @@ fn wipe_allowance(log: &NemesisLog, observations: &Observations) -> WipeAllowanc
     WipeAllowance { shard_count, wipes }
 }
 
-fn write_reports(
-    out: &std::path::Path,
-    summary: &RunSummary<'_>,
-    duration: Duration,
-) -> anyhow::Result<()> {
-    std::fs::create_dir_all(out)?;
-    std::fs::write(
-        out.join("report.json"),
-        serde_json::to_string_pretty(&report::to_json(summary))?,
-    )?;
-    let markdown = report::to_markdown(summary);
-    std::fs::write(out.join("report.md"), &markdown)?;
-    let title = format!(
-        "GridMesh chaos run, seed {}, {} nodes, mode {} — {}",
-        summary.seed,
-        summary.nodes,
-        summary.mode,
-        if summary.passed() { "passed" } else { "FAILED" }
-    );
-    let picture = timeline::svg(
-        summary.history,
-        summary.windows,
-        duration + Duration::from_secs(3),
-        &title,
-    );
-    std::fs::write(out.join("timeline.svg"), picture)?;
-    println!("{markdown}");
-    println!("reports written to {}", out.display());
-    Ok(())
-}
-
 /// Copies every node's log to `<out>/logs/n<i>.log` (the data directories go with the run).
 fn copy_logs(cluster: &ClusterUnderTest, out: &std::path::Path) -> anyhow::Result<()> {
     let dir = out.join("logs");
@@ -620,85 +539,4 @@ fn copy_logs(cluster: &ClusterUnderTest, out: &std::path::Path) -> anyhow::Resul
         }
     }
     Ok(())
-}
-
-/// Reads everything back and checks readings, per-meter counters and feeder aggregates.
-async fn verify(
-    config: &WorkloadConfig,
-    cluster: &ClusterUnderTest,
-    history: &[Op],
-    clustered: bool,
-    allowance: Option<&WipeAllowance>,
-) -> anyhow::Result<(CheckResult, Vec<String>)> {
-    let client = Client::connect(&cluster.nodes[0].grpc_target()).await?;
-    let meters: Vec<(usize, usize)> = (0..config.clients)
-        .flat_map(|c| (0..config.meters_per_client).map(move |m| (c, m)))
-        .collect();
-    let ids: Vec<String> = meters
-        .iter()
-        .map(|(c, m)| workload::meter_id(*c, *m))
-        .collect();
-    let to = now_ms();
-    let stored = checker::read_back(&client, &ids, config.base_ts_ms, to).await?;
-    // Checking a large history is CPU work: keep it off the runtime's other tasks.
-    let check = tokio::task::block_in_place(|| checker::check_history(history, &stored, allowance));
-    let mut other = Vec::new();
-
-    // Each meter counts what it stored exactly once. In a cluster a meter's counters are
-    // per node (its history spans the nodes that owned it), so this needs one node.
-    for id in ids.iter().filter(|_| !clustered) {
-        let status = client
-            .query()
-            .get_meter_status(GetMeterStatusRequest {
-                meter_id: id.clone(),
-            })
-            .await?
-            .into_inner();
-        let count = stored.keys().filter(|(meter, _)| meter == id).count() as u64;
-        if status.readings_accepted != count {
-            other.push(format!(
-                "meter {id}: counts {} stored readings, {count} are stored",
-                status.readings_accepted
-            ));
-        }
-    }
-    // Feeder load equals the sum of the stored readings of its meters.
-    for f in 0..config.feeders {
-        let feeder = format!("CHF-{f}");
-        let expected: f64 = meters
-            .iter()
-            .filter(|(c, m)| workload::feeder_of(config, *c, *m) == feeder)
-            .map(|(c, m)| workload::meter_id(*c, *m))
-            .flat_map(|id| {
-                stored
-                    .iter()
-                    .filter(move |((meter, _), _)| *meter == id)
-                    .map(|(_, e)| *e)
-            })
-            .sum();
-        let request = GetFeederLoadRequest {
-            feeder_id: feeder.clone(),
-            from_ts_ms: config.base_ts_ms - 86_400_000,
-            to_ts_ms: to,
-            resolution: Resolution::Day as i32,
-        };
-        let load = client.query().get_feeder_load(request).await?.into_inner();
-        if !load.unavailable_nodes.is_empty() {
-            other.push(format!(
-                "feeder {feeder}: load incomplete after healing; unavailable: {:?}",
-                load.unavailable_nodes
-            ));
-        }
-        let actual: f64 = load
-            .intervals
-            .iter()
-            .map(|i| i.customer_energy_import_wh)
-            .sum();
-        if (actual - expected).abs() > 1e-6 * expected.max(1.0) {
-            other.push(format!(
-                "feeder {feeder}: load {actual} Wh, stored readings sum to {expected} Wh"
-            ));
-        }
-    }
-    Ok((check, other))
 }
