@@ -22,14 +22,17 @@ use std::sync::Arc;
 
 use gridmesh_proto::ids::{check_feeder_id, check_meter_id};
 use gridmesh_proto::internal::{
-    ClusterReply, ClusterRequest, FeederLoadPartial, LocalReadings, LocalReadingsRequest,
-    RegistryPage, RegistryPageRequest, cluster_reply, cluster_request,
+    ClusterReply, ClusterRequest, FeederShare, FeederShareRequest, LocalReadings,
+    LocalReadingsRequest, RegistryPage, RegistryPageRequest, RepairReply, ReplicaStatus,
+    ReplicaStatusRequest, cluster_reply, cluster_request,
 };
 use gridmesh_proto::v1::{
     DrainNodeRequest, DrainNodeResponse, GetFeederLoadRequest, GetFeederLoadResponse,
     GetMeterStatusRequest, GetNodeStatsRequest, GetReadingsRequest, GetReadingsResponse,
-    ImportTopologyRequest, ImportTopologyResponse, MeterStatus, NodeStats, PushAck, Reading,
-    ReadingBatch, RejectReason, Rejection, Resolution,
+    GetReplicaStatusRequest, GetReplicaStatusResponse, ImportTopologyRequest,
+    ImportTopologyResponse, MeterStatus, NodeStats, PushAck, Reading, ReadingBatch, RejectReason,
+    Rejection, RepairRequest, RepairResponse, ReplicaCopy, ReplicaNodeStatus, Resolution,
+    ShardReplicas,
 };
 use tonic::{Code, Status};
 
@@ -41,9 +44,12 @@ use crate::ingest::{Admission, IngestError, IngestPipeline};
 use crate::membership::MemberState;
 use crate::node::{active_feeders, shard_stats};
 use crate::placement::shard_of;
-use crate::query::{self, FeederPartial, ScanWindow};
+use crate::query::{self, ScanWindow};
+use crate::repair::{self, ReplicatorMsg};
 use crate::shard::ShardMsg;
 use crate::status::{self, blocking};
+use crate::storage::encode_reading;
+use crate::validation::copy_wins;
 use crate::{registry, registry::ImportCounts};
 
 /// How long a status request may wait for the meter actor, ms.
@@ -51,6 +57,9 @@ const STATUS_TIMEOUT_MS: u64 = 5_000;
 
 /// Most readings one node returns for a cluster-wide read (about 3 years of 15-minute data).
 const CLUSTER_MAX_SCAN: usize = 100_000;
+
+/// How old the digest tree answering a peer may be (a peer compares during a round).
+const DIGEST_MAX_AGE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Registry entries per page when a joining node copies the registry.
 const REGISTRY_PAGE: usize = 10_000;
@@ -249,7 +258,7 @@ impl Api {
         req: GetReadingsRequest,
     ) -> Result<GetReadingsResponse, Status> {
         check_meter_id(&req.meter_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
-        if !self.ctx.cluster.enabled() {
+        if !self.ctx.cluster.enabled() || req.local_only {
             return self.local_readings(req).await;
         }
         let resolution = resolution(req.resolution)?;
@@ -278,20 +287,22 @@ impl Api {
                 _ => return Err(unexpected_reply(&node)),
             }
         }
-        // Merge: one row per timestamp, the highest version.
-        let mut merged: BTreeMap<i64, Reading> = BTreeMap::new();
+        // Merge: one row per timestamp, the value replicas converge to (see `merge_copy`).
+        let mut merged: BTreeMap<i64, (Reading, Vec<u8>)> = BTreeMap::new();
         for reading in rows {
+            let encoded = encode_reading(&reading);
             match merged.entry(reading.ts_ms) {
                 std::collections::btree_map::Entry::Vacant(v) => {
-                    v.insert(reading);
+                    v.insert((reading, encoded));
                 }
                 std::collections::btree_map::Entry::Occupied(mut o) => {
-                    if reading.version > o.get().version {
-                        o.insert(reading);
+                    if o.get().1 != encoded && copy_wins(&o.get().1, &encoded, reading.version) {
+                        o.insert((reading, encoded));
                     }
                 }
             }
         }
+        let merged: BTreeMap<i64, Reading> = merged.into_iter().map(|(t, (r, _))| (t, r)).collect();
         let rows: Vec<(i64, Reading)> = merged.into_iter().take(scan.max).collect();
         let mut response = scan.shape(rows);
         unavailable.sort();
@@ -346,7 +357,9 @@ impl Api {
     }
 
     /// Sends `call` to every other member; returns the replies, and the members that may hold
-    /// data but are down or did not answer. A member that answers NOT_FOUND holds nothing.
+    /// data but are down or did not answer — only when they are as many as the write quorum,
+    /// so that some acknowledged reading may have no copy among those that answered. A member
+    /// that answers NOT_FOUND holds nothing.
     async fn gather(
         &self,
         call: impl Fn() -> cluster_request::Call,
@@ -378,6 +391,13 @@ impl Api {
                     unavailable.push(node);
                 }
             }
+        }
+        // Every acknowledged reading is durable on `write_quorum` members: with fewer of them
+        // missing, at least one copy of each answered.
+        let quorum =
+            (self.ctx.config.replication.write_quorum as usize).min(self.effective_factor());
+        if unavailable.len() < quorum {
+            unavailable.clear();
         }
         (replies, unavailable)
     }
@@ -418,7 +438,8 @@ impl Api {
         answer.ok_or_else(|| Status::not_found("meter is not registered"))
     }
 
-    /// Load of a feeder: the sum of every reachable node's share.
+    /// Load of a feeder: every reachable node's share, each shard counted once (from its most
+    /// complete copy).
     pub async fn get_feeder_load(
         &self,
         req: GetFeederLoadRequest,
@@ -426,50 +447,243 @@ impl Api {
         check_feeder_id(&req.feeder_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let resolution = resolution(req.resolution)?;
         let bucket = query::feeder_bucket(resolution).map_err(status::query)?;
-        let local = self.local_feeder_partial(req.clone()).await?;
+        let local = self.local_feeder_share(req.clone()).await?;
         let (shares, mut unavailable) = if self.ctx.cluster.enabled() {
-            self.gather(|| cluster_request::Call::LocalFeederLoad(req.clone()))
-                .await
+            self.gather(|| {
+                cluster_request::Call::FeederShare(FeederShareRequest {
+                    request: Some(req.clone()),
+                })
+            })
+            .await
         } else {
             (Vec::new(), Vec::new())
         };
-        let mut partials = vec![local.clone()];
+        let feeder = local.feeder.clone();
+        let mut named = vec![(self.ctx.cluster.name().to_owned(), local)];
         for (node, share) in shares {
             match share {
-                cluster_reply::Reply::LocalFeederLoad(p) => partials.push(FeederPartial {
-                    feeder: p.feeder,
-                    buckets: p.buckets,
-                    quarters: p.quarters,
-                }),
+                cluster_reply::Reply::FeederShare(s) => named.push((node, s)),
                 _ => return Err(unexpected_reply(&node)),
             }
         }
+        // Ties between equally complete copies go to the same node whoever answers.
+        named.sort_by(|a, b| a.0.cmp(&b.0));
         unavailable.sort();
         Ok(GetFeederLoadResponse {
-            feeder: local.feeder,
-            intervals: query::merge_feeder_partials(partials, bucket),
+            feeder,
+            intervals: query::merge_feeder_shares(
+                named.into_iter().map(|(_, s)| s).collect(),
+                bucket,
+            ),
             unavailable_nodes: unavailable,
         })
     }
 
-    async fn local_feeder_partial(
-        &self,
-        req: GetFeederLoadRequest,
-    ) -> Result<FeederPartial, Status> {
+    async fn local_feeder_share(&self, req: GetFeederLoadRequest) -> Result<FeederShare, Status> {
         check_feeder_id(&req.feeder_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let resolution = resolution(req.resolution)?;
         let ctx = self.ctx.clone();
         blocking(move || {
-            query::feeder_load_partial(
+            query::feeder_share(
                 &ctx.store,
                 &req.feeder_id,
                 req.from_ts_ms,
                 req.to_ts_ms,
                 resolution,
+                ctx.config.actors.shards,
             )
             .map_err(status::query)
         })
         .await
+    }
+
+    /// Replication state: per shard the home set and every member's copy, per member its
+    /// handoff backlog and anti-entropy progress.
+    pub async fn replica_status(
+        &self,
+        req: GetReplicaStatusRequest,
+    ) -> Result<GetReplicaStatusResponse, Status> {
+        let shard_count = self.ctx.config.actors.shards;
+        if let Some(bad) = req.shards.iter().find(|s| **s >= shard_count) {
+            return Err(Status::invalid_argument(format!(
+                "shard {bad} does not exist; shards are 0..{shard_count}"
+            )));
+        }
+        let ask = ReplicaStatusRequest {
+            shards: req.shards.clone(),
+        };
+        let local = self.local_replica_status(ask.clone()).await?;
+        let (answers, unavailable) = if self.ctx.cluster.enabled() {
+            self.gather(|| cluster_request::Call::ReplicaStatus(ask.clone()))
+                .await
+        } else {
+            (Vec::new(), Vec::new())
+        };
+        let mut statuses = vec![(self.ctx.cluster.name().to_owned(), local)];
+        for (node, reply) in answers {
+            match reply {
+                cluster_reply::Reply::ReplicaStatus(s) => statuses.push((node, s)),
+                _ => return Err(unexpected_reply(&node)),
+            }
+        }
+        statuses.sort_by(|a, b| a.0.cmp(&b.0));
+        let factor = self.effective_factor();
+        let view = self.ctx.cluster.view();
+        let live = view.map.members();
+        let mut shards: BTreeMap<u32, ShardReplicas> = BTreeMap::new();
+        let wanted: Vec<u32> = if req.shards.is_empty() {
+            (0..shard_count).collect()
+        } else {
+            req.shards.clone()
+        };
+        for shard in &wanted {
+            let home = repair::home_set(&view.home, *shard, factor);
+            shards.insert(
+                *shard,
+                ShardReplicas {
+                    shard: *shard,
+                    unavailable: home
+                        .iter()
+                        .filter(|h| unavailable.contains(h) || live.binary_search(h).is_err())
+                        .cloned()
+                        .collect(),
+                    home,
+                    copies: Vec::new(),
+                    converged: false,
+                },
+            );
+        }
+        for (node, status) in &statuses {
+            for d in &status.shards {
+                if let Some(entry) = shards.get_mut(&d.shard)
+                    && d.readings > 0
+                {
+                    entry.copies.push(ReplicaCopy {
+                        node: node.clone(),
+                        readings: d.readings,
+                        digest: d.hash,
+                        home: entry.home.contains(node),
+                    });
+                }
+            }
+        }
+        for entry in shards.values_mut() {
+            entry.converged = converged(entry);
+        }
+        let nodes = statuses
+            .into_iter()
+            .map(|(node, s)| ReplicaNodeStatus {
+                node,
+                hints_pending: s.hints_pending,
+                handed_off: s.handed_off,
+                anti_entropy_rounds: s.anti_entropy_rounds,
+                anti_entropy_pushed: s.anti_entropy_pushed,
+                anti_entropy_last_ms: s.anti_entropy_last_ms,
+                error: String::new(),
+            })
+            .chain(unavailable.into_iter().map(|node| ReplicaNodeStatus {
+                node,
+                error: "did not answer".to_owned(),
+                ..ReplicaNodeStatus::default()
+            }))
+            .collect();
+        Ok(GetReplicaStatusResponse {
+            replication_factor: factor as u32,
+            write_quorum: (self.ctx.config.replication.write_quorum as usize).min(factor) as u32,
+            shards: shards.into_values().collect(),
+            nodes,
+        })
+    }
+
+    /// Copies per reading in effect: the configured factor, one on a single node, never more
+    /// than the home members.
+    fn effective_factor(&self) -> usize {
+        if !self.ctx.cluster.enabled() {
+            return 1;
+        }
+        let home = self.ctx.cluster.view().home.members().len();
+        (self.ctx.config.replication.factor as usize)
+            .min(home)
+            .max(1)
+    }
+
+    async fn local_replica_status(
+        &self,
+        req: ReplicaStatusRequest,
+    ) -> Result<ReplicaStatus, Status> {
+        let ctx = self.ctx.clone();
+        blocking(move || {
+            ctx.repair
+                .status(&ctx, &req)
+                .map_err(|e| status::internal(&e))
+        })
+        .await
+    }
+
+    /// Runs an anti-entropy round (and a handoff pass) now on one member or every reachable
+    /// one.
+    pub async fn repair(&self, req: RepairRequest) -> Result<RepairResponse, Status> {
+        if !self.ctx.cluster.enabled() {
+            return Err(Status::failed_precondition(
+                "this node is not a cluster member (cluster.enabled = false): one copy, nothing \
+                 to repair",
+            ));
+        }
+        let me = self.ctx.cluster.name().to_owned();
+        let targets: Vec<String> = if req.node.is_empty() {
+            std::iter::once(me.clone())
+                .chain(self.ctx.cluster.reachable_peers())
+                .collect()
+        } else {
+            vec![req.node.clone()]
+        };
+        let runs = futures::future::join_all(targets.into_iter().map(|node| {
+            let me = me.clone();
+            let req = req.clone();
+            async move {
+                let result = if node == me {
+                    self.local_repair(req.shards).await
+                } else {
+                    match self
+                        .forward(&node, cluster_request::Call::Repair(req))
+                        .await
+                    {
+                        Ok(cluster_reply::Reply::Repair(r)) => Ok(r),
+                        Ok(_) => Err(unexpected_reply(&node)),
+                        Err(status) => Err(status),
+                    }
+                };
+                (node, result)
+            }
+        }))
+        .await;
+        let mut response = RepairResponse::default();
+        for (node, result) in runs {
+            match result {
+                Ok(r) => {
+                    response.readings_copied += r.pushed;
+                    response.nodes.push(node);
+                }
+                Err(status) => response
+                    .errors
+                    .push(format!("{node}: {}", status.message())),
+            }
+        }
+        Ok(response)
+    }
+
+    async fn local_repair(&self, shards: Vec<u32>) -> Result<RepairReply, Status> {
+        let replicator = self
+            .ctx
+            .replicator()
+            .ok_or_else(|| status::actor_unavailable("the replicator"))?;
+        // A round is bounded by its push budget and the repair bandwidth; allow it minutes.
+        ractor::call_t!(
+            replicator,
+            |reply| ReplicatorMsg::Repair { shards, reply },
+            600_000
+        )
+        .map_err(|_| status::actor_unavailable("the replicator"))
     }
 
     /// Registers feeders and meters here, then on every reachable peer.
@@ -702,14 +916,43 @@ impl Api {
                 .local_meter_status(req.meter_id)
                 .await
                 .map(Reply::GetMeterStatus),
-            cluster_request::Call::LocalFeederLoad(req) => {
-                self.local_feeder_partial(req).await.map(|p| {
-                    Reply::LocalFeederLoad(FeederLoadPartial {
-                        feeder: p.feeder,
-                        buckets: p.buckets,
-                        quarters: p.quarters,
-                    })
+            cluster_request::Call::FeederShare(req) => match req.request {
+                Some(req) => self.local_feeder_share(req).await.map(Reply::FeederShare),
+                None => Err(Status::invalid_argument("feeder share without a request")),
+            },
+            cluster_request::Call::Replicate(req) => {
+                Ok(Reply::Replicate(self.pipeline.apply_copies(req).await))
+            }
+            cluster_request::Call::Digests(req) => {
+                let ctx = self.ctx.clone();
+                blocking(move || {
+                    let tree = ctx
+                        .repair
+                        .tree(&ctx.store, ctx.config.actors.shards, DIGEST_MAX_AGE)
+                        .map_err(|e| status::internal(&e))?;
+                    Ok(Reply::Digests(tree.digests(&req)))
                 })
+                .await
+            }
+            cluster_request::Call::Entries(req) => {
+                let ctx = self.ctx.clone();
+                blocking(move || {
+                    let tree = ctx
+                        .repair
+                        .tree(&ctx.store, ctx.config.actors.shards, DIGEST_MAX_AGE)
+                        .map_err(|e| status::internal(&e))?;
+                    repair::entries(&ctx.store, &tree, &req)
+                        .map(Reply::Entries)
+                        .map_err(|e| status::internal(&e))
+                })
+                .await
+            }
+            cluster_request::Call::ReplicaStatus(req) => self
+                .local_replica_status(req)
+                .await
+                .map(Reply::ReplicaStatus),
+            cluster_request::Call::Repair(req) => {
+                self.local_repair(req.shards).await.map(Reply::Repair)
             }
             cluster_request::Call::RegistryApply(req) => {
                 self.local_import(req).await.map(Reply::RegistryApply)
@@ -760,6 +1003,26 @@ impl LocalHandler for Api {
                 .map_err(|s| s.message().to_owned())
         })
     }
+}
+
+/// Whether a shard's replicas agree: every live home member holds the same readings, and
+/// every copy elsewhere is no larger than the home set's.
+fn converged(entry: &ShardReplicas) -> bool {
+    let home: Vec<&ReplicaCopy> = entry.copies.iter().filter(|c| c.home).collect();
+    let live_home = entry.home.len() - entry.unavailable.len();
+    if home.is_empty() {
+        return entry.copies.is_empty();
+    }
+    let first = home[0];
+    home.len() == live_home
+        && home
+            .iter()
+            .all(|c| c.digest == first.digest && c.readings == first.readings)
+        && entry
+            .copies
+            .iter()
+            .filter(|c| !c.home)
+            .all(|c| c.readings <= first.readings)
 }
 
 /// How a forwarded ingest part ended, from the owner's reply.

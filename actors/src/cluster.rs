@@ -3,7 +3,7 @@
 //!
 //! ```text
 //! gRPC service ── api::Api ──┬── local: IngestPipeline, query, registry
-//!                            └── Cluster::forward ──ractor_cluster──▶ peer's GatewayActor
+//!                            └── Cluster::forward ──ractor_cluster──▶ peer's gateway
 //! MembershipActor: ticks, heartbeats every peer's gateway, runs the failure detector
 //!                  (membership.rs), publishes the view and map here
 //! connector task:  dials seeds and learned addresses with backoff until connected
@@ -81,8 +81,12 @@ pub struct View {
     pub epoch: u64,
     /// Every member, this node first.
     pub members: Vec<Member>,
-    /// The shard map computed from it.
+    /// The shard map computed from it: shards over the live members (owner = primary).
     pub map: Arc<ShardMap>,
+    /// Shards over the home members: the live ones and those down for less than
+    /// `replication.hint_window`. Its preference lists give each shard's home set (the first
+    /// R); the live map's are the same lists without the members that are down.
+    pub home: Arc<ShardMap>,
 }
 
 /// Forwarding settings.
@@ -127,6 +131,7 @@ impl Cluster {
             view: RwLock::new(View {
                 epoch: 1,
                 members: vec![me],
+                home: map.clone(),
                 map,
             }),
             settings,
@@ -225,6 +230,29 @@ impl Cluster {
             .unwrap_or_else(std::sync::PoisonError::into_inner) = view;
     }
 
+    /// The copies of a write to `shard` made here, with `factor` copies wanted.
+    pub fn plan(&self, shard: ShardId, factor: usize) -> crate::replica::Plan {
+        let view = self.view();
+        let live = view.map.members();
+        let pref: Vec<&str> = view.home.preference_list(shard).collect();
+        crate::replica::plan(
+            &pref,
+            |n| live.binary_search_by(|m| m.as_str().cmp(n)).is_ok(),
+            &self.name,
+            factor,
+        )
+    }
+
+    /// The home set of `shard`: the first `factor` home members by preference.
+    pub fn home_set(&self, shard: ShardId, factor: usize) -> Vec<String> {
+        self.view()
+            .home
+            .preference_list(shard)
+            .take(factor)
+            .map(str::to_owned)
+            .collect()
+    }
+
     /// The owner of `shard` in the current map.
     pub fn owner_of_shard(&self, map: &ShardMap, shard: ShardId) -> Owner {
         match map.owner(shard) {
@@ -305,11 +333,22 @@ impl Cluster {
         call: cluster_request::Call,
         wait: bool,
     ) -> Result<ClusterReply, ForwardError> {
+        self.forward_within(node, call, wait, self.settings.timeout)
+            .await
+    }
+
+    /// [`Cluster::forward`] with its own timeout.
+    pub async fn forward_within(
+        &self,
+        node: &str,
+        call: cluster_request::Call,
+        wait: bool,
+        timeout: Duration,
+    ) -> Result<ClusterReply, ForwardError> {
         let not_sent = |why: &str| ForwardError::NotSent {
             node: node.to_owned(),
             why: why.to_owned(),
         };
-        let timeout = self.settings.timeout;
         let deadline = tokio::time::Instant::now() + timeout;
         let slots = self.peer_slots(node);
         let _permit = if wait {

@@ -11,6 +11,7 @@ use crate::cluster::gateway::LocalHandler;
 use crate::cluster::{Cluster, ForwardSettings, Secret};
 use crate::feeder::FeederSupervisorMsg;
 use crate::membership::{Addresses, Member, MemberState};
+use crate::repair::{RepairState, ReplicatorMsg};
 use crate::shard::ShardMsg;
 use crate::storage::Store;
 use crate::writer::Writer;
@@ -32,6 +33,9 @@ pub struct NodeContext {
     pub cluster: Arc<Cluster>,
     /// Counters since start, for the admin API.
     pub counters: Counters,
+    /// Digests and progress of hinted handoff and anti-entropy.
+    pub repair: RepairState,
+    replicator: RwLock<Option<ActorRef<ReplicatorMsg>>>,
     cookie: OnceLock<Secret>,
     handler: OnceLock<Arc<dyn LocalHandler>>,
 }
@@ -76,6 +80,7 @@ impl NodeContext {
             },
             me,
         );
+        let repair = RepairState::new(config.replication.repair_bytes_per_s);
         Arc::new(Self {
             store,
             writer,
@@ -84,6 +89,8 @@ impl NodeContext {
             feeders: RwLock::new(None),
             cluster,
             counters: Counters::default(),
+            repair,
+            replicator: RwLock::new(None),
             cookie: OnceLock::new(),
             handler: OnceLock::new(),
         })
@@ -139,6 +146,21 @@ impl NodeContext {
             .read()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
             .clone()
+    }
+
+    /// The current replicator (cluster mode).
+    pub fn replicator(&self) -> Option<ActorRef<ReplicatorMsg>> {
+        self.replicator
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
+    }
+
+    pub(crate) fn set_replicator(&self, actor: Option<ActorRef<ReplicatorMsg>>) {
+        *self
+            .replicator
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = actor;
     }
 
     pub(crate) fn set_feeder_supervisor(&self, actor: Option<ActorRef<FeederSupervisorMsg>>) {

@@ -9,22 +9,39 @@
 //! 3. **Split.** Valid readings are grouped by meter, groups by shard, and each shard gets
 //!    one message with all its groups: messages per batch grow with shards touched, not
 //!    readings.
-//! 4. **Collect.** Every group's outcome arrives on one bounded channel once its writes are
-//!    durable. A group whose actor died before writing is answered RETRY (nothing of it was
-//!    stored). If the acks do not all arrive within `ingest.ack_timeout`, the call fails with
-//!    UNAVAILABLE: the outcome is unknown and resending is safe because ingest is idempotent.
+//! 4. **Replicate.** In a cluster, each meter reports what it accepted as soon as it has
+//!    decided ([`GroupEvent::Decided`]); once every group has, the accepted readings go to the
+//!    shards' other replicas ([`crate::replication::copy`]), one request per node, while the
+//!    local write is being synced.
+//! 5. **Collect.** Every group's outcome arrives on one bounded channel once its writes are
+//!    durable. A group whose actor died before deciding is answered RETRY (nothing of it was
+//!    stored). The ack goes out when every shard's readings are durable on
+//!    `replication.write_quorum` nodes (this one included). If that does not happen, or the
+//!    acks do not all arrive within `ingest.ack_timeout`, the call fails with UNAVAILABLE: the
+//!    outcome is unknown and resending is safe because ingest is idempotent.
+//!
+//! [`IngestPipeline::apply_copies`] is the other way in: readings another node accepted,
+//! merged by this node's meters without being judged again.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
 
-use gridmesh_proto::v1::{PushAck, ReadingBatch, RejectReason, Rejection};
+use gridmesh_proto::ids::check_meter_id;
+use gridmesh_proto::internal::{
+    ReplicaPartResult, ReplicateCause, ReplicateReply, ReplicateRequest,
+};
+use gridmesh_proto::v1::{PushAck, Reading, ReadingBatch, RejectReason, Rejection};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::context::{Counters, NodeContext, now_ms};
 use crate::feeder::FeederSupervisorMsg;
-use crate::meter::{FeederUpdate, GroupOutcome, MeterWork};
+use crate::meter::{FeederUpdate, GroupEvent, MeterWork, WorkKind};
 use crate::placement::shard_of;
+use crate::replica::{Plan, quorum};
+use crate::replication::{self, ShardCopies, ShardResult};
 use crate::shard::ShardMsg;
 use crate::validation::check_shape;
 
@@ -71,6 +88,23 @@ pub enum IngestError {
         /// The configured timeout.
         timeout_ms: u64,
     },
+    /// Some readings are stored, but on fewer nodes than the write quorum.
+    #[error(
+        "batch {batch_id}: readings of shard {shard} are durable on {copies} of the {needed} \
+         nodes the write quorum needs ({why}); the outcome is unknown and resending is safe"
+    )]
+    Unreplicated {
+        /// The batch id.
+        batch_id: u64,
+        /// The first shard short of its quorum.
+        shard: u32,
+        /// Durable copies.
+        copies: usize,
+        /// Copies needed.
+        needed: usize,
+        /// What the replicas said.
+        why: String,
+    },
 }
 
 /// Whether an admission waits for in-flight budget or fails at once.
@@ -91,8 +125,23 @@ pub struct IngestPipeline {
 
 struct Group {
     indices: Vec<u32>,
+    shard: u32,
+    /// Reported its decisions (its readings may be on replicas even if it never answers).
+    decided: bool,
     answered: bool,
 }
+
+/// What a batch's replication is waiting on.
+struct Replication {
+    /// Plans of the shards whose readings need copies.
+    plans: HashMap<u32, Plan>,
+    /// Groups that have not decided yet.
+    undecided: usize,
+    /// Accepted readings per shard, from the groups that decided.
+    copies: HashMap<u32, Vec<Reading>>,
+}
+
+type CopyFuture = Pin<Box<dyn Future<Output = BTreeMap<u32, ShardResult>> + Send>>;
 
 impl IngestPipeline {
     /// A pipeline over a running node.
@@ -141,9 +190,10 @@ impl IngestPipeline {
             batch_id,
             ..PushAck::default()
         };
-        let (mut groups, per_shard, rx) = self.split(batch, &mut ack.rejected);
+        let (mut groups, mut per_shard, rx) = self.split(batch, &mut ack.rejected);
+        let replication = self.replication_for(&mut per_shard);
         self.dispatch(per_shard);
-        let feeder_updates = self.collect(rx, &mut groups, &mut ack).await?;
+        let feeder_updates = self.collect(rx, &mut groups, &mut ack, replication).await?;
         self.notify_feeders(feeder_updates);
 
         ack.rejected.sort_by_key(|r| r.index);
@@ -210,11 +260,11 @@ impl IngestPipeline {
     ) -> (
         Vec<Group>,
         HashMap<u32, Vec<MeterWork>>,
-        mpsc::Receiver<GroupOutcome>,
+        mpsc::Receiver<GroupEvent>,
     ) {
         let ingest = &self.ctx.config.ingest;
         let (now, tolerance) = (now_ms(), ingest.future_tolerance.as_millis() as i64);
-        let mut by_meter: HashMap<String, Vec<(u32, gridmesh_proto::v1::Reading)>> = HashMap::new();
+        let mut by_meter: HashMap<String, Vec<(u32, Reading)>> = HashMap::new();
         for (index, reading) in batch.readings.into_iter().enumerate() {
             let index = index as u32;
             match check_shape(&reading, now, tolerance) {
@@ -231,25 +281,217 @@ impl IngestPipeline {
                 }),
             }
         }
-        let (tx, rx) = mpsc::channel(by_meter.len().max(1));
+        self.group(by_meter, |_, _| WorkKind::Client { replicate: false })
+    }
+
+    /// Turns per-meter readings into groups and per-shard work.
+    #[allow(clippy::type_complexity)]
+    fn group(
+        &self,
+        by_meter: HashMap<String, Vec<(u32, Reading)>>,
+        kind: impl Fn(&str, u32) -> WorkKind,
+    ) -> (
+        Vec<Group>,
+        HashMap<u32, Vec<MeterWork>>,
+        mpsc::Receiver<GroupEvent>,
+    ) {
+        // Two events per group at most (decided, durable): sends never wait.
+        let (tx, rx) = mpsc::channel(2 * by_meter.len().max(1));
         let shards = self.ctx.config.actors.shards;
         let mut groups = Vec::with_capacity(by_meter.len());
         let mut per_shard: HashMap<u32, Vec<MeterWork>> = HashMap::new();
         for (meter_id, readings) in by_meter {
             let group = groups.len() as u32;
+            let shard = shard_of(&meter_id, shards);
             groups.push(Group {
                 indices: readings.iter().map(|(i, _)| *i).collect(),
+                shard,
+                decided: false,
                 answered: false,
             });
-            let shard = shard_of(&meter_id, shards);
+            let kind = kind(&meter_id, shard);
             per_shard.entry(shard).or_default().push(MeterWork {
                 meter_id,
                 group,
                 readings,
                 outcome: tx.clone(),
+                kind,
             });
         }
         (groups, per_shard, rx)
+    }
+
+    /// Plans the copies of this batch's shards (in a cluster with more than one copy) and
+    /// asks their meters to report decisions.
+    fn replication_for(&self, per_shard: &mut HashMap<u32, Vec<MeterWork>>) -> Option<Replication> {
+        if !self.ctx.cluster.enabled() {
+            return None;
+        }
+        let factor = self.ctx.config.replication.factor as usize;
+        let mut plans = HashMap::new();
+        let mut undecided = 0;
+        for (shard, work) in per_shard.iter_mut() {
+            let plan = self.ctx.cluster.plan(*shard, factor);
+            if plan.copies <= 1 {
+                continue;
+            }
+            for item in work.iter_mut() {
+                item.kind = WorkKind::Client { replicate: true };
+                undecided += 1;
+            }
+            plans.insert(*shard, plan);
+        }
+        (!plans.is_empty()).then(|| Replication {
+            plans,
+            undecided,
+            copies: HashMap::new(),
+        })
+    }
+
+    /// Stores readings other nodes accepted (replication, handoff, repair): each meter merges
+    /// its copies; hints are kept as the parts ask. Answers per part whether it is durable.
+    pub async fn apply_copies(&self, request: ReplicateRequest) -> ReplicateReply {
+        let parts = request.parts.len();
+        let fail = |error: String| ReplicateReply {
+            parts: (0..parts)
+                .map(|_| ReplicaPartResult {
+                    durable: false,
+                    error: error.clone(),
+                })
+                .collect(),
+        };
+        let total: usize = request.parts.iter().map(|p| p.readings.len()).sum();
+        let limit = self.ctx.config.ingest.max_inflight_readings as usize;
+        if total > limit {
+            return fail(format!(
+                "{total} readings exceed the node's in-flight limit"
+            ));
+        }
+        let timeout = self.ctx.config.replication.timeout;
+        let _permit = match tokio::time::timeout(
+            timeout,
+            self.inflight
+                .clone()
+                .acquire_many_owned(total.max(1) as u32),
+        )
+        .await
+        {
+            Ok(Ok(permit)) => permit,
+            Ok(Err(_)) => return fail("node is shutting down".to_owned()),
+            Err(_) => return fail("node is saturated".to_owned()),
+        };
+        let cause = ReplicateCause::try_from(request.cause).unwrap_or_default();
+        metrics::counter!("gridmesh_replica_readings_received_total", "cause" => cause_label(cause))
+            .increment(total as u64);
+
+        // Groups are per (part, meter): a meter's readings of one part share its hints.
+        let mut by_meter: HashMap<String, Vec<(u32, Reading)>> = HashMap::new();
+        let mut part_of_meter: HashMap<String, usize> = HashMap::new();
+        let mut results: Vec<ReplicaPartResult> = (0..parts)
+            .map(|_| ReplicaPartResult {
+                durable: true,
+                error: String::new(),
+            })
+            .collect();
+        let mut hints: HashMap<usize, Arc<[String]>> = HashMap::new();
+        let mut shard_of_part: Vec<u32> = Vec::with_capacity(parts);
+        let shards = self.ctx.config.actors.shards;
+        for (p, part) in request.parts.into_iter().enumerate() {
+            shard_of_part.push(part.shard);
+            hints.insert(p, part.hinted_for.into());
+            for mut reading in part.readings {
+                let meter = std::mem::take(&mut reading.meter_id);
+                let wrong_shard = shard_of(&meter, shards) != part.shard;
+                if let Err(e) = check_meter_id(&meter).map(|()| wrong_shard) {
+                    results[p] = ReplicaPartResult {
+                        durable: false,
+                        error: format!("bad meter id: {e}"),
+                    };
+                    continue;
+                }
+                if wrong_shard {
+                    results[p] = ReplicaPartResult {
+                        durable: false,
+                        error: format!("meter {meter} is not in shard {}", part.shard),
+                    };
+                    continue;
+                }
+                // A meter in two parts (two hint sets) would mix hints: keep the first part's
+                // and mark the second for resending; senders never do this.
+                match part_of_meter.get(&meter) {
+                    Some(&first) if first != p => {
+                        results[p] = ReplicaPartResult {
+                            durable: false,
+                            error: format!("meter {meter} appears in two parts"),
+                        };
+                        continue;
+                    }
+                    _ => {
+                        part_of_meter.insert(meter.clone(), p);
+                    }
+                }
+                by_meter.entry(meter).or_default().push((p as u32, reading));
+            }
+        }
+        let part_of = |meter: &str| part_of_meter.get(meter).copied().unwrap_or(0);
+        let (mut groups, per_shard, mut rx) = self.group(by_meter, |meter, _| {
+            let p = part_of(meter);
+            WorkKind::Copy {
+                shard: shard_of_part[p],
+                hinted_for: hints
+                    .get(&p)
+                    .cloned()
+                    .unwrap_or_else(|| Arc::from(Vec::new())),
+            }
+        });
+        let mut group_part = vec![0; groups.len()];
+        for item in per_shard.values().flatten() {
+            group_part[item.group as usize] = part_of(&item.meter_id);
+        }
+        self.dispatch(per_shard);
+        let deadline = tokio::time::Instant::now() + self.ctx.config.ingest.ack_timeout;
+        let mut feeder_updates = Vec::new();
+        loop {
+            match tokio::time::timeout_at(deadline, rx.recv()).await {
+                Ok(Some(GroupEvent::Durable(outcome))) => {
+                    let g = outcome.group as usize;
+                    if let Some(group) = groups.get_mut(g) {
+                        group.answered = true;
+                    }
+                    if let Some(first) = outcome.rejected.first() {
+                        let p = group_part[g];
+                        results[p] = ReplicaPartResult {
+                            durable: false,
+                            error: first.message.clone(),
+                        };
+                    }
+                    feeder_updates.extend(outcome.feeder_updates);
+                }
+                Ok(Some(GroupEvent::Decided { .. })) => {}
+                Ok(None) => break,
+                Err(_) => {
+                    for (g, group) in groups.iter().enumerate() {
+                        if !group.answered {
+                            results[group_part[g]] = ReplicaPartResult {
+                                durable: false,
+                                error: "not stored in time".to_owned(),
+                            };
+                        }
+                    }
+                    return ReplicateReply { parts: results };
+                }
+            }
+        }
+        for (g, group) in groups.iter().enumerate() {
+            if !group.answered {
+                results[group_part[g]] = ReplicaPartResult {
+                    durable: false,
+                    error: "a meter actor restarted; send again".to_owned(),
+                };
+            }
+        }
+        self.notify_feeders(feeder_updates);
+        ReplicateReply { parts: results }
     }
 
     fn dispatch(&self, per_shard: HashMap<u32, Vec<MeterWork>>) {
@@ -268,35 +510,71 @@ impl IngestPipeline {
 
     async fn collect(
         &self,
-        mut rx: mpsc::Receiver<GroupOutcome>,
+        mut rx: mpsc::Receiver<GroupEvent>,
         groups: &mut [Group],
         ack: &mut PushAck,
+        mut replication: Option<Replication>,
     ) -> Result<Vec<FeederUpdate>, IngestError> {
         let timeout = self.ctx.config.ingest.ack_timeout;
         let mut feeder_updates = Vec::new();
         let deadline = tokio::time::Instant::now() + timeout;
-        loop {
-            match tokio::time::timeout_at(deadline, rx.recv()).await {
-                Ok(Some(outcome)) => {
-                    if let Some(group) = groups.get_mut(outcome.group as usize) {
-                        group.answered = true;
-                    }
-                    ack.accepted += outcome.accepted;
-                    ack.duplicates += outcome.duplicates;
-                    ack.corrections += outcome.corrections;
-                    ack.rejected.extend(outcome.rejected);
-                    feeder_updates.extend(outcome.feeder_updates);
-                }
-                // Every sender is gone: all groups answered or their actors dropped them.
-                Ok(None) => break,
-                Err(_) => {
-                    metrics::counter!("gridmesh_ingest_ack_timeouts_total").increment(1);
-                    return Err(IngestError::AckTimeout {
-                        batch_id: ack.batch_id,
-                        timeout_ms: timeout.as_millis() as u64,
-                    });
-                }
+        let mut copying: Option<CopyFuture> = None;
+        let mut copied: Option<BTreeMap<u32, ShardResult>> = None;
+        let mut closed = false;
+        let timed_out = || {
+            metrics::counter!("gridmesh_ingest_ack_timeouts_total").increment(1);
+            IngestError::AckTimeout {
+                batch_id: ack.batch_id,
+                timeout_ms: timeout.as_millis() as u64,
             }
+        };
+        loop {
+            // Copy once every group that needs copies has decided (or can no longer).
+            if copying.is_none()
+                && copied.is_none()
+                && let Some(r) = replication.as_mut()
+                && (r.undecided == 0 || closed)
+            {
+                copying = Some(self.start_copies(r));
+            }
+            if closed && (replication.is_none() || copied.is_some()) {
+                break;
+            }
+            tokio::select! {
+                done = async { copying.as_mut().expect("guarded").await }, if copying.is_some() => {
+                    copying = None;
+                    copied = Some(done);
+                }
+                event = tokio::time::timeout_at(deadline, rx.recv()), if !closed => match event {
+                    Ok(Some(GroupEvent::Decided { group, copies })) => {
+                        if let Some(g) = groups.get_mut(group as usize) {
+                            g.decided = true;
+                            if let Some(r) = replication.as_mut() {
+                                r.undecided = r.undecided.saturating_sub(1);
+                                r.copies.entry(g.shard).or_default().extend(copies);
+                            }
+                        }
+                    }
+                    Ok(Some(GroupEvent::Durable(outcome))) => {
+                        if let Some(group) = groups.get_mut(outcome.group as usize) {
+                            group.answered = true;
+                        }
+                        ack.accepted += outcome.accepted;
+                        ack.duplicates += outcome.duplicates;
+                        ack.corrections += outcome.corrections;
+                        ack.rejected.extend(outcome.rejected);
+                        feeder_updates.extend(outcome.feeder_updates);
+                    }
+                    // Every sender is gone: all groups answered or their actors dropped them.
+                    Ok(None) => closed = true,
+                    Err(_) => return Err(timed_out()),
+                },
+                () = tokio::time::sleep_until(deadline), if closed => return Err(timed_out()),
+            }
+        }
+        // A group that decided but never became durable here may be stored elsewhere.
+        if groups.iter().any(|g| g.decided && !g.answered) {
+            return Err(timed_out());
         }
         for group in groups.iter().filter(|g| !g.answered) {
             for index in &group.indices {
@@ -307,7 +585,66 @@ impl IngestPipeline {
                 });
             }
         }
+        if let (Some(r), Some(copied)) = (&replication, &copied) {
+            self.check_quorum(ack.batch_id, r, copied)?;
+        }
         Ok(feeder_updates)
+    }
+
+    fn start_copies(&self, r: &mut Replication) -> CopyFuture {
+        let shards: Vec<ShardCopies> = std::mem::take(&mut r.copies)
+            .into_iter()
+            .filter(|(_, readings)| !readings.is_empty())
+            .filter_map(|(shard, readings)| {
+                Some(ShardCopies {
+                    shard,
+                    plan: r.plans.get(&shard)?.clone(),
+                    readings,
+                })
+            })
+            .collect();
+        let cluster = self.ctx.cluster.clone();
+        let timeout = self.ctx.config.replication.timeout;
+        Box::pin(async move {
+            let started = Instant::now();
+            let results = replication::copy(&cluster, shards, ReplicateCause::Write, timeout).await;
+            metrics::histogram!("gridmesh_replication_latency_seconds")
+                .record(started.elapsed().as_secs_f64());
+            results
+        })
+    }
+
+    /// Every shard with accepted readings must be durable on the write quorum.
+    fn check_quorum(
+        &self,
+        batch_id: u64,
+        r: &Replication,
+        copied: &BTreeMap<u32, ShardResult>,
+    ) -> Result<(), IngestError> {
+        let w = self.ctx.config.replication.write_quorum as usize;
+        for (shard, result) in copied {
+            let Some(plan) = r.plans.get(shard) else {
+                continue;
+            };
+            let needed = quorum(w, plan.copies);
+            let copies = 1 + result.durable_on.len();
+            if copies < needed {
+                metrics::counter!("gridmesh_ingest_unreplicated_total").increment(1);
+                let why = if result.failures.is_empty() {
+                    "not enough live members".to_owned()
+                } else {
+                    result.failures.join("; ")
+                };
+                return Err(IngestError::Unreplicated {
+                    batch_id,
+                    shard: *shard,
+                    copies,
+                    needed,
+                    why,
+                });
+            }
+        }
+        Ok(())
     }
 
     /// Hands durable feeder contributions to the feeder actors: one message per feeder.
@@ -346,6 +683,15 @@ fn record_metrics(ack: &PushAck, len: usize, started: Instant) {
     }
     metrics::histogram!("gridmesh_ingest_ack_latency_seconds")
         .record(started.elapsed().as_secs_f64());
+}
+
+fn cause_label(cause: ReplicateCause) -> &'static str {
+    match cause {
+        ReplicateCause::Unspecified => "unspecified",
+        ReplicateCause::Write => "write",
+        ReplicateCause::Handoff => "handoff",
+        ReplicateCause::Repair => "repair",
+    }
 }
 
 /// A short lowercase label for a reject reason (metrics, reports).

@@ -8,6 +8,7 @@
 //! | `registry`    | `b'm', meter` / `b'f', feeder`                  | `MeterInfo`/`FeederInfo` |
 //! | `feeder_load` | `len(feeder) u8, feeder, interval u64, meter`   | `FeederContribution`   |
 //! | `audit`       | `len(meter) u8, meter, ts_ms u64, applied u64`  | `CorrectionAudit`      |
+//! | `hints`       | `len(node) u8, node, shard u32, len(meter) u8, meter, ts_ms u64` | empty  |
 //! | `meta`        | UTF-8 name                                      | UTF-8 value            |
 //!
 //! Timestamps are at or after 2000-01-01 (validated), so they are positive and the `u64`
@@ -66,6 +67,35 @@ pub fn split_feeder_load_key(key: &[u8]) -> Option<(i64, &str)> {
     Some((u64::from_be_bytes(bytes) as i64, meter))
 }
 
+/// Key of one hint: the reading `(meter, ts_ms)` of `shard`, stored here, is owed to `node`.
+pub fn hint_key(node: &str, shard: u32, meter: &str, ts_ms: i64) -> Vec<u8> {
+    let mut key = id_prefix(node);
+    key.extend_from_slice(&shard.to_be_bytes());
+    key.extend_from_slice(&reading_key(meter, ts_ms));
+    key
+}
+
+/// Splits a hint key into (node, shard, meter, ts).
+pub fn split_hint_key(key: &[u8]) -> Option<(&str, u32, &str, i64)> {
+    let len = *key.first()? as usize;
+    let node = std::str::from_utf8(key.get(1..1 + len)?).ok()?;
+    let rest = key.get(1 + len..)?;
+    let shard = u32::from_be_bytes(rest.get(..4)?.try_into().ok()?);
+    let reading = rest.get(4..)?;
+    let mlen = *reading.first()? as usize;
+    let meter = std::str::from_utf8(reading.get(1..1 + mlen)?).ok()?;
+    let ts = ts_of_reading_key(reading)?;
+    (reading.len() == 1 + mlen + 8).then_some((node, shard, meter, ts))
+}
+
+/// Splits a reading key into (meter, ts).
+pub fn split_reading_key(key: &[u8]) -> Option<(&str, i64)> {
+    let len = *key.first()? as usize;
+    let meter = std::str::from_utf8(key.get(1..1 + len)?).ok()?;
+    let ts = ts_of_reading_key(key)?;
+    (key.len() == 1 + len + 8).then_some((meter, ts))
+}
+
 /// Key of one audit record.
 pub fn audit_key(meter: &str, ts_ms: i64, applied_at_ms: i64) -> Vec<u8> {
     let mut key = reading_key(meter, ts_ms);
@@ -95,6 +125,19 @@ mod tests {
             if a != b {
                 prop_assert!(!reading_key(&b, t2).starts_with(&id_prefix(&a)));
             }
+        }
+
+        #[test]
+        fn hint_and_reading_keys_round_trip(
+            node in "[a-z0-9-]{1,12}", meter in "[A-Z0-9-]{1,16}", shard in 0u32..65_536,
+            t in EARLIEST..LATEST,
+        ) {
+            let key = hint_key(&node, shard, &meter, t);
+            prop_assert_eq!(split_hint_key(&key), Some((node.as_str(), shard, meter.as_str(), t)));
+            // One node's hints are one prefix range, ordered by shard.
+            prop_assert!(key.starts_with(&id_prefix(&node)));
+            let reading = reading_key(&meter, t);
+            prop_assert_eq!(split_reading_key(&reading), Some((meter.as_str(), t)));
         }
 
         #[test]

@@ -179,6 +179,20 @@ impl Membership {
             .map(|m| m.name.as_str())
     }
 
+    /// Members whose place in the shards' replica sets stands (see [`crate::replica`]): the
+    /// placement members, plus members down for less than `hint_window` (and not draining or
+    /// joining when they went down).
+    pub fn home_members(&self, now: Instant, hint_window: Duration) -> impl Iterator<Item = &str> {
+        self.members()
+            .filter(move |m| {
+                !m.draining
+                    && !m.joining
+                    && (m.state != MemberState::Down
+                        || now.saturating_duration_since(m.last_heard) < hint_window)
+            })
+            .map(|m| m.name.as_str())
+    }
+
     /// Marks this node as joining (it owns nothing until [`Membership::set_ready`]).
     pub fn set_joining(&mut self) {
         self.me.joining = true;

@@ -36,7 +36,7 @@ use crate::buckets::{self, Bucket};
 use crate::context::{NodeContext, now_ms};
 use crate::keys;
 use crate::storage::{Store, encode_reading};
-use crate::validation::{Decision, History, MeterRules, Neighbour, decide};
+use crate::validation::{Decision, History, Merge, MeterRules, Neighbour, decide, merge_copy};
 use crate::writer::{Completion, Row, Space, WriteCursor, WriteRequest};
 
 /// The readings of one meter from one batch.
@@ -49,8 +49,45 @@ pub struct MeterWork {
     /// `(index in batch, reading)`, in batch order. The pipeline moves each reading's
     /// `meter_id` into [`MeterWork::meter_id`], so it is empty here.
     pub readings: Vec<(u32, Reading)>,
-    /// Where the outcome goes once durable. Dropping it unanswered means "retry".
-    pub outcome: mpsc::Sender<GroupOutcome>,
+    /// Where the outcome goes. Dropping it unanswered means "retry".
+    pub outcome: mpsc::Sender<GroupEvent>,
+    /// Where the readings come from.
+    pub kind: WorkKind,
+}
+
+/// Where a meter's work comes from.
+#[derive(Debug, Clone)]
+pub enum WorkKind {
+    /// A client: every reading is decided by the rules. With `replicate`, the meter reports
+    /// what it accepted ([`GroupEvent::Decided`]) as soon as it has decided, so the pipeline
+    /// can copy it to the replicas while the local write is being synced.
+    Client {
+        /// Report decisions for replication.
+        replicate: bool,
+    },
+    /// Copies of readings another node accepted (replication, handoff, repair): merged with
+    /// [`merge_copy`], never judged again. A hint is kept for each member in `hinted_for`.
+    Copy {
+        /// The meter's shard (hint keys name it).
+        shard: u32,
+        /// Members this node keeps the copies for.
+        hinted_for: Arc<[String]>,
+    },
+}
+
+/// What a meter tells the pipeline about its group.
+#[derive(Debug)]
+pub enum GroupEvent {
+    /// The readings this meter accepted, meter id set, before they are durable (only for
+    /// client work with `replicate`). Always followed by `Durable`, unless the write fails.
+    Decided {
+        /// The group index.
+        group: u32,
+        /// Accepted readings (new, duplicate or correction), as stored.
+        copies: Vec<Reading>,
+    },
+    /// The group's outcome, once its writes are durable.
+    Durable(GroupOutcome),
 }
 
 /// What happened to one [`MeterWork`].
@@ -240,20 +277,100 @@ impl MeterActorState {
             open_dirty: false,
             open_touched: false,
         };
-        for (index, reading) in work.readings {
-            self.decide_one(index, reading, &mut effect)?;
+        match &work.kind {
+            WorkKind::Client { replicate } => {
+                let mut copies = Vec::new();
+                for (index, reading) in work.readings {
+                    let copy = replicate.then(|| reading.clone());
+                    if self.decide_one(index, reading, &mut effect)?
+                        && let Some(mut copy) = copy
+                    {
+                        copy.meter_id.clone_from(&self.info.meter_id);
+                        copies.push(copy);
+                    }
+                }
+                if *replicate {
+                    // Capacity is two events per group, so this never fails for a live receiver.
+                    let _ = work.outcome.try_send(GroupEvent::Decided {
+                        group: work.group,
+                        copies,
+                    });
+                }
+            }
+            WorkKind::Copy { shard, hinted_for } => {
+                for (_, reading) in work.readings {
+                    self.merge_one(*shard, hinted_for, reading, &mut effect);
+                }
+            }
         }
         self.finish_batch(&mut effect)?;
         self.submit(effect, work.outcome).await;
         Ok(())
     }
 
+    /// Merges a copy of a reading another node accepted; keeps a hint per `hinted_for`.
+    fn merge_one(
+        &mut self,
+        shard: u32,
+        hinted_for: &[String],
+        reading: Reading,
+        effect: &mut BatchEffect,
+    ) {
+        let encoded = encode_reading(&reading);
+        let ts = reading.ts_ms;
+        // Above the newest timestamp nothing is stored (every write of this meter on this node
+        // passes through this actor, state and readings in one atomic batch).
+        let newer = self.state.last_ts_ms == 0 || ts > self.state.last_ts_ms;
+        let existing = if newer {
+            None
+        } else {
+            Overlay {
+                store: &self.ctx.store,
+                meter: &self.info.meter_id,
+                pending: &effect.pending,
+                rows: &effect.rows,
+            }
+            .at(ts)
+        };
+        effect.outcome.accepted += 1;
+        for node in hinted_for {
+            let key = keys::hint_key(node, shard, &self.info.meter_id, ts);
+            effect.rows.push(Row::put(Space::Hints, key, Vec::new()));
+        }
+        match merge_copy(existing.as_deref(), &encoded, reading.version) {
+            Merge::Insert => {
+                self.state.readings_accepted += 1;
+                self.state.out_of_order += u64::from(!newer);
+                self.apply(reading, encoded, false, effect);
+            }
+            Merge::Replace { replaced } => {
+                effect.outcome.corrections += 1;
+                self.state.corrections += 1;
+                self.audit(ts, replaced, effect);
+                self.apply(reading, encoded, true, effect);
+            }
+            Merge::Same | Merge::KeepStored => effect.outcome.duplicates += 1,
+        }
+    }
+
+    fn audit(&self, ts_ms: i64, replaced: Vec<u8>, effect: &mut BatchEffect) {
+        let audit = CorrectionAudit {
+            applied_at_ms: now_ms(),
+            replaced_reading: replaced,
+        };
+        let key = keys::audit_key(&self.info.meter_id, ts_ms, audit.applied_at_ms);
+        effect
+            .rows
+            .push(Row::put(Space::Audit, key, audit.encode_to_vec()));
+    }
+
+    /// Decides one client reading; returns whether it was accepted.
     fn decide_one(
         &mut self,
         index: u32,
         reading: Reading,
         effect: &mut BatchEffect,
-    ) -> Result<(), ActorProcessingErr> {
+    ) -> Result<bool, ActorProcessingErr> {
         let encoded = encode_reading(&reading);
         let decision = {
             let mut history = Overlay {
@@ -281,14 +398,7 @@ impl MeterActorState {
                 outcome.accepted += 1;
                 outcome.corrections += 1;
                 self.state.corrections += 1;
-                let audit = CorrectionAudit {
-                    applied_at_ms: now_ms(),
-                    replaced_reading: replaced,
-                };
-                let key = keys::audit_key(&self.info.meter_id, reading.ts_ms, audit.applied_at_ms);
-                effect
-                    .rows
-                    .push(Row::put(Space::Audit, key, audit.encode_to_vec()));
+                self.audit(reading.ts_ms, replaced, effect);
                 self.apply(reading, encoded, true, effect);
             }
             Decision::Reject((reason, message)) => {
@@ -298,9 +408,10 @@ impl MeterActorState {
                     reason: reason as i32,
                     message,
                 });
+                return Ok(false);
             }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// Stores an accepted reading and updates the rolling state and accumulators.
@@ -469,12 +580,12 @@ impl MeterActorState {
     /// Hands the rows to the writer; the outcome is sent once they are durable. Even a batch
     /// with nothing to write goes through the writer, so that an ack for a duplicate never
     /// overtakes the still-unsynced write of the original.
-    async fn submit(&mut self, effect: BatchEffect, outcome_tx: mpsc::Sender<GroupOutcome>) {
+    async fn submit(&mut self, effect: BatchEffect, outcome_tx: mpsc::Sender<GroupEvent>) {
         let outcome = effect.outcome;
         let completion: Completion = Box::new(move |result| {
             if result.is_ok() {
-                // Capacity is one slot per group, so this never fails for a live receiver.
-                let _ = outcome_tx.try_send(outcome);
+                // Capacity is two events per group, so this never fails for a live receiver.
+                let _ = outcome_tx.try_send(GroupEvent::Durable(outcome));
             }
         });
         let request = WriteRequest {
@@ -595,9 +706,9 @@ pub fn reject_all(work: MeterWork, reason: RejectReason, message: &str) {
             message: message.to_owned(),
         })
         .collect();
-    let _ = work.outcome.try_send(GroupOutcome {
+    let _ = work.outcome.try_send(GroupEvent::Durable(GroupOutcome {
         group: work.group,
         rejected,
         ..GroupOutcome::default()
-    });
+    }));
 }

@@ -4,8 +4,9 @@
 //! NodeSupervisor (one_for_one; escalation = the process exits non-zero)
 //! ├── ShardSupervisor × shards ── MeterActor × active meters
 //! ├── FeederSupervisor ────────── FeederActor × active feeders
-//! ├── GatewayActor                 cluster-visible entry point (cluster mode only)
-//! └── MembershipActor ─────────── NodeServer (ractor_cluster)   (cluster mode only)
+//! ├── GatewayActor                 cluster-visible entry point   (cluster mode only)
+//! ├── MembershipActor ── NodeServer (ractor_cluster)            (cluster mode only)
+//! └── ReplicatorActor              hinted handoff, anti-entropy   (cluster mode only)
 //! ```
 //!
 //! (The storage writer is a dedicated thread rather than an actor: fjall calls block. Its
@@ -28,6 +29,7 @@ use crate::cluster::gateway::{GatewayActor, GatewayArgs};
 use crate::cluster::runtime::MembershipActor;
 use crate::context::NodeContext;
 use crate::feeder::{FeederSupervisor, FeederSupervisorMsg};
+use crate::repair::ReplicatorActor;
 use crate::restart::{RestartBudget, RestartDecision};
 use crate::shard::{ShardArgs, ShardMsg, ShardStats, ShardSupervisor};
 
@@ -42,6 +44,8 @@ pub enum NodeMsg {
     StartGateway,
     /// Start (again) the membership actor (and with it the cluster listener).
     StartMembership,
+    /// Start (again) the replicator.
+    StartReplicator,
     /// Restarts per child so far (for tests and admin).
     Restarts(RpcReplyPort<u64>),
 }
@@ -53,6 +57,7 @@ enum Child {
     Feeders,
     Gateway,
     Membership,
+    Replicator,
 }
 
 /// The root supervisor.
@@ -90,6 +95,7 @@ impl Actor for NodeSupervisor {
         if state.ctx.config.cluster.enabled {
             state.start_gateway(&myself).await?;
             state.start_membership(&myself).await?;
+            state.start_replicator(&myself).await?;
         }
         Ok(state)
     }
@@ -105,6 +111,7 @@ impl Actor for NodeSupervisor {
             NodeMsg::StartFeeders => s.start_feeders(&myself).await,
             NodeMsg::StartGateway => s.start_gateway(&myself).await,
             NodeMsg::StartMembership => s.start_membership(&myself).await,
+            NodeMsg::StartReplicator => s.start_replicator(&myself).await,
             NodeMsg::Restarts(reply) => {
                 let _ = reply.send(s.restarts);
                 Ok(())
@@ -189,6 +196,16 @@ impl NodeState {
         Ok(())
     }
 
+    async fn start_replicator(
+        &mut self,
+        myself: &ActorRef<NodeMsg>,
+    ) -> Result<(), ActorProcessingErr> {
+        let (actor, _) =
+            Actor::spawn_linked(None, ReplicatorActor, self.ctx.clone(), myself.get_cell()).await?;
+        self.children.insert(actor.get_id(), Child::Replicator);
+        Ok(())
+    }
+
     fn child_down(
         &mut self,
         myself: &ActorRef<NodeMsg>,
@@ -207,6 +224,7 @@ impl NodeState {
             }
             Child::Gateway => "gateway",
             Child::Membership => "membership",
+            Child::Replicator => "replicator",
         };
         metrics::counter!("gridmesh_actor_failures_total", "kind" => kind).increment(1);
         let actors = &self.ctx.config.actors;
@@ -222,6 +240,7 @@ impl NodeState {
                     Child::Feeders => NodeMsg::StartFeeders,
                     Child::Gateway => NodeMsg::StartGateway,
                     Child::Membership => NodeMsg::StartMembership,
+                    Child::Replicator => NodeMsg::StartReplicator,
                 };
                 if after.is_zero() {
                     myself.cast(msg)?;

@@ -11,11 +11,13 @@
 
 use std::collections::{BTreeMap, HashSet};
 
+use gridmesh_proto::internal::{FeederContribution, FeederShare, FeederSums, ShardFeederShare};
 use gridmesh_proto::v1::{
-    FeederInfo, FeederInterval, GetFeederLoadResponse, GetReadingsResponse, Reading, Resolution,
+    FeederInterval, GetFeederLoadResponse, GetReadingsResponse, Reading, Resolution,
 };
 
 use crate::buckets::{self, Bucket, MIN15_MS};
+use crate::placement::shard_of;
 use crate::storage::{Store, StoreError};
 
 /// Default and largest number of rows in one answer.
@@ -161,13 +163,14 @@ pub fn feeder_load(
     from_ts_ms: i64,
     to_ts_ms: i64,
     resolution: Resolution,
+    shards: u32,
 ) -> Result<GetFeederLoadResponse, QueryError> {
     let bucket = feeder_bucket(resolution)?;
-    let partial = feeder_load_partial(store, feeder_id, from_ts_ms, to_ts_ms, resolution)?;
-    let feeder = partial.feeder.clone();
+    let share = feeder_share(store, feeder_id, from_ts_ms, to_ts_ms, resolution, shards)?;
+    let feeder = share.feeder.clone();
     Ok(GetFeederLoadResponse {
         feeder,
-        intervals: merge_feeder_partials(vec![partial], bucket),
+        intervals: merge_feeder_shares(vec![share], bucket),
         unavailable_nodes: vec![],
     })
 }
@@ -185,30 +188,18 @@ pub fn feeder_bucket(resolution: Resolution) -> Result<Bucket, QueryError> {
     }
 }
 
-/// One node's share of a feeder's load: the contributions of the meters it stores.
-///
-/// `buckets` are at the requested resolution, with `meters_reporting` counted over this
-/// node's meters; `quarters` are the 15-minute sums needed for peaks. Shares of different
-/// nodes add up exactly as long as each meter's readings are stored on one node (true with
-/// one copy per reading; replicas are merged per meter before summing).
-#[derive(Debug, Clone, Default, PartialEq)]
-pub struct FeederPartial {
-    /// The feeder's registry entry.
-    pub feeder: Option<FeederInfo>,
-    /// Sums per requested bucket (peak and mean load not yet computed).
-    pub buckets: Vec<FeederInterval>,
-    /// Sums per 15-minute interval.
-    pub quarters: Vec<FeederInterval>,
-}
-
-/// This node's share of a feeder's load in `[from, to)`.
-pub fn feeder_load_partial(
+/// This node's share of a feeder's load in `[from, to)`: the contributions of the meters it
+/// stores, summed per shard of those meters. In a cluster every replica of a shard holds the
+/// same meters, so shares are combined by taking each (shard, bucket) from one node only
+/// ([`merge_feeder_shares`]), never by adding replicas.
+pub fn feeder_share(
     store: &Store,
     feeder_id: &str,
     from_ts_ms: i64,
     to_ts_ms: i64,
     resolution: Resolution,
-) -> Result<FeederPartial, QueryError> {
+    shards: u32,
+) -> Result<FeederShare, QueryError> {
     check_range(from_ts_ms, to_ts_ms)?;
     let bucket = feeder_bucket(resolution)?;
     let Some(feeder) = store.feeder_info(feeder_id)? else {
@@ -226,80 +217,123 @@ pub fn feeder_load_partial(
     let from = from_ts_ms.div_euclid(MIN15_MS) * MIN15_MS;
     let rows = store.feeder_contributions(feeder_id, from, to_ts_ms)?;
 
-    let mut quarters: BTreeMap<i64, FeederInterval> = BTreeMap::new();
-    let mut buckets: BTreeMap<i64, FeederInterval> = BTreeMap::new();
-    let mut meters_in_bucket: BTreeMap<i64, HashSet<String>> = BTreeMap::new();
+    #[derive(Default)]
+    struct Acc {
+        quarters: BTreeMap<i64, FeederSums>,
+        buckets: BTreeMap<i64, FeederSums>,
+        meters: BTreeMap<i64, HashSet<String>>,
+    }
+    let mut per_shard: BTreeMap<u32, Acc> = BTreeMap::new();
     for (start, meter, c) in rows {
-        let q = quarters.entry(start).or_insert_with(|| FeederInterval {
-            start_ts_ms: start,
-            end_ts_ms: start + MIN15_MS,
-            ..FeederInterval::default()
-        });
-        let bucket_start = start.div_euclid(bucket.len_ms()) * bucket.len_ms();
-        let b = buckets
-            .entry(bucket_start)
-            .or_insert_with(|| FeederInterval {
-                start_ts_ms: bucket_start,
-                end_ts_ms: bucket_start + bucket.len_ms(),
-                ..FeederInterval::default()
-            });
-        if c.head_meter {
-            q.head_energy_import_wh += c.energy_import_wh;
-            b.head_energy_import_wh += c.energy_import_wh;
+        if c.reading_count == 0 {
             continue;
         }
-        q.customer_energy_import_wh += c.energy_import_wh;
-        q.customer_energy_export_wh += c.energy_export_wh;
-        b.customer_energy_import_wh += c.energy_import_wh;
-        b.customer_energy_export_wh += c.energy_export_wh;
-        meters_in_bucket
+        let acc = per_shard.entry(shard_of(&meter, shards)).or_default();
+        let bucket_start = start.div_euclid(bucket.len_ms()) * bucket.len_ms();
+        let q = acc.quarters.entry(start).or_insert_with(|| FeederSums {
+            start_ts_ms: start,
+            ..FeederSums::default()
+        });
+        add_contribution(q, &c);
+        let b = acc
+            .buckets
             .entry(bucket_start)
-            .or_default()
-            .insert(meter);
+            .or_insert_with(|| FeederSums {
+                start_ts_ms: bucket_start,
+                ..FeederSums::default()
+            });
+        add_contribution(b, &c);
+        if !c.head_meter {
+            acc.meters.entry(bucket_start).or_default().insert(meter);
+        }
     }
-    for (start, b) in &mut buckets {
-        b.meters_reporting = meters_in_bucket.get(start).map_or(0, |m| m.len() as u32);
-    }
-    Ok(FeederPartial {
+    let shards = per_shard
+        .into_iter()
+        .map(|(shard, mut acc)| {
+            for (start, b) in &mut acc.buckets {
+                b.meters = acc.meters.get(start).map_or(0, |m| m.len() as u32);
+            }
+            ShardFeederShare {
+                shard,
+                buckets: acc.buckets.into_values().collect(),
+                quarters: acc.quarters.into_values().collect(),
+            }
+        })
+        .collect();
+    Ok(FeederShare {
         feeder: Some(feeder),
-        buckets: buckets.into_values().collect(),
-        quarters: quarters.into_values().collect(),
+        shards,
     })
 }
 
-/// Adds up shares of a feeder's load and computes peaks and mean loads.
-pub fn merge_feeder_partials(partials: Vec<FeederPartial>, bucket: Bucket) -> Vec<FeederInterval> {
-    let mut quarters: BTreeMap<i64, (f64, f64)> = BTreeMap::new();
-    let mut out: BTreeMap<i64, FeederInterval> = BTreeMap::new();
-    for partial in partials {
-        for q in partial.quarters {
-            let sum = quarters.entry(q.start_ts_ms).or_default();
-            sum.0 += q.customer_energy_import_wh;
-            sum.1 += q.customer_energy_export_wh;
-        }
-        for b in partial.buckets {
-            let m = out.entry(b.start_ts_ms).or_insert_with(|| FeederInterval {
-                start_ts_ms: b.start_ts_ms,
-                end_ts_ms: b.start_ts_ms + bucket.len_ms(),
-                customer_peak_load_w: f64::NEG_INFINITY,
-                ..FeederInterval::default()
-            });
-            m.customer_energy_import_wh += b.customer_energy_import_wh;
-            m.customer_energy_export_wh += b.customer_energy_export_wh;
-            m.head_energy_import_wh += b.head_energy_import_wh;
-            m.meters_reporting += b.meters_reporting;
+fn add_contribution(sums: &mut FeederSums, c: &FeederContribution) {
+    sums.readings += u64::from(c.reading_count);
+    if c.head_meter {
+        sums.head_import_wh += c.energy_import_wh;
+    } else {
+        sums.customer_import_wh += c.energy_import_wh;
+        sums.customer_export_wh += c.energy_export_wh;
+    }
+}
+
+/// Combines nodes' shares of a feeder's load: each (shard, bucket) and each (shard, quarter)
+/// is taken from the share that counted the most readings there (the most complete replica;
+/// the first such share on a tie), then added up over shards, and peaks and mean loads are
+/// computed. Replicas of a shard are never added to each other.
+pub fn merge_feeder_shares(shares: Vec<FeederShare>, bucket: Bucket) -> Vec<FeederInterval> {
+    let mut best_buckets: BTreeMap<(u32, i64), FeederSums> = BTreeMap::new();
+    let mut best_quarters: BTreeMap<(u32, i64), FeederSums> = BTreeMap::new();
+    let keep_best =
+        |map: &mut BTreeMap<(u32, i64), FeederSums>, shard: u32, sums: FeederSums| match map
+            .entry((shard, sums.start_ts_ms))
+        {
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(sums);
+            }
+            std::collections::btree_map::Entry::Occupied(mut o) => {
+                if sums.readings > o.get().readings {
+                    o.insert(sums);
+                }
+            }
+        };
+    for share in shares {
+        for s in share.shards {
+            for b in s.buckets {
+                keep_best(&mut best_buckets, s.shard, b);
+            }
+            for q in s.quarters {
+                keep_best(&mut best_quarters, s.shard, q);
+            }
         }
     }
-    for (start, (import, export)) in quarters {
+    let mut out: BTreeMap<i64, FeederInterval> = BTreeMap::new();
+    for ((_, start), b) in best_buckets {
+        let m = out.entry(start).or_insert_with(|| FeederInterval {
+            start_ts_ms: start,
+            end_ts_ms: start + bucket.len_ms(),
+            customer_peak_load_w: f64::NEG_INFINITY,
+            ..FeederInterval::default()
+        });
+        m.customer_energy_import_wh += b.customer_import_wh;
+        m.customer_energy_export_wh += b.customer_export_wh;
+        m.head_energy_import_wh += b.head_import_wh;
+        m.meters_reporting += b.meters;
+    }
+    let mut quarters: BTreeMap<i64, f64> = BTreeMap::new();
+    for ((_, start), q) in best_quarters {
+        *quarters.entry(start).or_default() += q.customer_import_wh - q.customer_export_wh;
+    }
+    for (start, net) in quarters {
         let bucket_start = start.div_euclid(bucket.len_ms()) * bucket.len_ms();
         if let Some(b) = out.get_mut(&bucket_start) {
-            b.customer_peak_load_w = b
-                .customer_peak_load_w
-                .max(mean_load_w(import - export, MIN15_MS));
+            b.customer_peak_load_w = b.customer_peak_load_w.max(mean_load_w(net, MIN15_MS));
         }
     }
     out.into_values()
         .map(|mut b| {
+            if b.customer_peak_load_w == f64::NEG_INFINITY {
+                b.customer_peak_load_w = 0.0;
+            }
             b.customer_mean_load_w = mean_load_w(
                 b.customer_energy_import_wh - b.customer_energy_export_wh,
                 bucket.len_ms(),

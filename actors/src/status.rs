@@ -15,9 +15,9 @@ pub fn ingest(error: IngestError) -> Status {
             Status::invalid_argument(error.to_string())
         }
         IngestError::Saturated { .. } => Status::resource_exhausted(error.to_string()),
-        IngestError::ShuttingDown | IngestError::AckTimeout { .. } => {
-            Status::unavailable(error.to_string())
-        }
+        IngestError::ShuttingDown
+        | IngestError::AckTimeout { .. }
+        | IngestError::Unreplicated { .. } => Status::unavailable(error.to_string()),
     }
 }
 

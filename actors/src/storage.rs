@@ -4,6 +4,7 @@
 //! only through the group-commit [`crate::writer`], never directly, so that every acknowledged
 //! write is synced and write order per meter is the order its actor decided it.
 
+use std::collections::BTreeMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
@@ -57,6 +58,19 @@ pub enum StoreError {
     },
 }
 
+/// A reading kept for a member that was down.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Hint {
+    /// The reading's shard.
+    pub shard: u32,
+    /// Its meter.
+    pub meter: String,
+    /// Its timestamp.
+    pub ts_ms: i64,
+    /// The hint's own key (to delete it once handed off).
+    pub key: Vec<u8>,
+}
+
 /// Result alias of this module.
 pub type StoreResult<T> = Result<T, StoreError>;
 
@@ -68,6 +82,7 @@ pub struct Store {
     pub(crate) registry: Keyspace,
     pub(crate) feeder_load: Keyspace,
     pub(crate) audit: Keyspace,
+    pub(crate) hints: Keyspace,
     meta: Keyspace,
     path: PathBuf,
     // Held for the life of the store: the OS releases the lock when the process dies, so a
@@ -115,6 +130,7 @@ impl Store {
             registry: open("registry")?,
             feeder_load: open("feeder_load")?,
             audit: open("audit")?,
+            hints: open("hints")?,
             meta: open("meta")?,
             db,
             path: dir.to_owned(),
@@ -321,6 +337,64 @@ impl Store {
         Ok(out)
     }
 
+    /// Visits every stored reading, in key order: `f(key, stored value)`.
+    pub fn scan_readings(&self, mut f: impl FnMut(&[u8], &[u8])) -> StoreResult<()> {
+        for item in self.readings.iter() {
+            let (key, value) = item.into_inner()?;
+            f(&key, &value);
+        }
+        Ok(())
+    }
+
+    /// Readings of `meter` in `[from, to)` as stored: `(key, value)`.
+    pub fn raw_readings_between(
+        &self,
+        meter: &str,
+        from_ts_ms: i64,
+        to_ts_ms: i64,
+    ) -> StoreResult<Vec<(Vec<u8>, Vec<u8>)>> {
+        let (from, to) = (from_ts_ms.max(0), to_ts_ms.max(0));
+        let range = keys::reading_key(meter, from)..keys::reading_key(meter, to);
+        let mut out = Vec::new();
+        for item in self.readings.range(range) {
+            let (key, value) = item.into_inner()?;
+            out.push((key.to_vec(), value.to_vec()));
+        }
+        Ok(out)
+    }
+
+    /// Hinted writes kept for each member, counted.
+    pub fn hint_counts(&self) -> StoreResult<BTreeMap<String, u64>> {
+        let mut counts = BTreeMap::new();
+        for item in self.hints.iter() {
+            let key = item.key()?;
+            if let Some((node, ..)) = keys::split_hint_key(&key) {
+                *counts.entry(node.to_owned()).or_default() += 1;
+            }
+        }
+        Ok(counts)
+    }
+
+    /// Up to `limit` hints kept for `node`, in key order (by shard, meter, time).
+    pub fn hints_for(&self, node: &str, limit: usize) -> StoreResult<Vec<Hint>> {
+        let mut out = Vec::new();
+        for item in self.hints.prefix(keys::id_prefix(node)).take(limit) {
+            let key = item.key()?;
+            let (_, shard, meter, ts_ms) =
+                keys::split_hint_key(&key).ok_or_else(|| StoreError::Corrupt {
+                    space: "hints",
+                    message: "bad key".to_owned(),
+                })?;
+            out.push(Hint {
+                shard,
+                meter: meter.to_owned(),
+                ts_ms,
+                key: key.to_vec(),
+            });
+        }
+        Ok(out)
+    }
+
     fn decode_get<M: Message + Default>(
         &self,
         space: &Keyspace,
@@ -343,7 +417,8 @@ fn corrupt(space: &'static str, e: prost::DecodeError) -> StoreError {
     }
 }
 
-fn decode_reading(meter: &str, key: &[u8], value: &[u8]) -> StoreResult<(i64, Reading)> {
+/// Decodes a stored reading of `meter` from its key and value (id and timestamp filled in).
+pub fn decode_reading(meter: &str, key: &[u8], value: &[u8]) -> StoreResult<(i64, Reading)> {
     let ts = keys::ts_of_reading_key(key).ok_or_else(|| StoreError::Corrupt {
         space: "readings",
         message: "short key".to_owned(),

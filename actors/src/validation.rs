@@ -263,6 +263,53 @@ pub fn decide(
 }
 
 /// `Some(rejection)` unless `reading` may replace the stored encoding.
+/// How a replica copy of a reading meets what the node already stores at its timestamp.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Merge {
+    /// Nothing is stored there: insert it.
+    Insert,
+    /// The same bytes are stored: nothing to do.
+    Same,
+    /// The copy wins: replace the stored value (kept for audit).
+    Replace {
+        /// The stored value it replaces.
+        replaced: Vec<u8>,
+    },
+    /// The stored value wins: keep it.
+    KeepStored,
+}
+
+/// Merges a replica copy (`encoded`, version `version`) with the stored value, if any.
+///
+/// Copies arrive from a primary, a hinted-handoff substitute or anti-entropy, in any order and
+/// any number of times, so the rule must give every replica the same value whatever it saw
+/// first: the higher version wins, and between two different values of one version (two
+/// primaries accepted different values during a partition) the larger encoding wins. That is
+/// a maximum over a total order, hence commutative, associative and idempotent.
+pub fn merge_copy(stored: Option<&[u8]>, encoded: &[u8], version: u32) -> Merge {
+    let Some(stored) = stored else {
+        return Merge::Insert;
+    };
+    if stored == encoded {
+        return Merge::Same;
+    }
+    if copy_wins(stored, encoded, version) {
+        Merge::Replace {
+            replaced: stored.to_vec(),
+        }
+    } else {
+        Merge::KeepStored
+    }
+}
+
+/// Whether `encoded` (version `version`) beats the different value `stored`.
+pub fn copy_wins(stored: &[u8], encoded: &[u8], version: u32) -> bool {
+    let stored_version = <Reading as prost::Message>::decode(stored)
+        .map(|r| r.version)
+        .unwrap_or(0);
+    (version, encoded) > (stored_version, stored)
+}
+
 fn version_conflict(stored: &[u8], reading: &Reading) -> Option<Rejected> {
     let stored_version = <Reading as prost::Message>::decode(stored)
         .map(|r| r.version)

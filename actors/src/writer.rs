@@ -45,6 +45,8 @@ pub enum Space {
     FeederLoad,
     /// Correction audit.
     Audit,
+    /// Writes kept for a replica that was down (hinted handoff).
+    Hints,
 }
 
 /// One key to put (or delete, with `value: None`).
@@ -65,6 +67,15 @@ impl Row {
             space,
             key,
             value: Some(value),
+        }
+    }
+
+    /// A delete.
+    pub fn delete(space: Space, key: Vec<u8>) -> Self {
+        Self {
+            space,
+            key,
+            value: None,
         }
     }
 }
@@ -338,6 +349,7 @@ fn commit_rows(
             Space::Registry => &store.registry,
             Space::FeederLoad => &store.feeder_load,
             Space::Audit => &store.audit,
+            Space::Hints => &store.hints,
         };
         match row.value {
             Some(value) => batch.insert(space, row.key, value),

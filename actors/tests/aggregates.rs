@@ -122,7 +122,7 @@ fn assert_feeder_equals_readings(node: &Node, case: &str) {
         }
     }
     let load =
-        query::feeder_load(store, "F", from, to, Resolution::QuarterHour).expect("feeder load");
+        query::feeder_load(store, "F", from, to, Resolution::QuarterHour, 2).expect("feeder load");
     let actual: BTreeMap<i64, f64> = load
         .intervals
         .iter()

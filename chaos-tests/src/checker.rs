@@ -296,6 +296,7 @@ pub async fn read_back(
                 to_ts_ms: to,
                 resolution: Resolution::Raw as i32,
                 limit: 10_000,
+                local_only: false,
             };
             let page = client.query().get_readings(request).await?.into_inner();
             if !page.unavailable_nodes.is_empty() {

@@ -28,7 +28,15 @@ pub const CONFIG_VERSION: u32 = 1;
 pub const ENV_PREFIX: &str = "GRIDMESH_";
 
 /// The config file's sections, as environment overrides name them.
-const SECTIONS: [&str; 6] = ["node", "ingest", "storage", "actors", "cluster", "log"];
+const SECTIONS: [&str; 7] = [
+    "node",
+    "ingest",
+    "storage",
+    "actors",
+    "cluster",
+    "replication",
+    "log",
+];
 
 /// Errors loading or validating a configuration. Each message names the key and what to do.
 #[derive(Debug, thiserror::Error)]
@@ -70,6 +78,8 @@ pub struct Config {
     pub actors: ActorsConfig,
     /// Membership, failure detection and forwarding between nodes.
     pub cluster: ClusterConfig,
+    /// Copies of every reading, write quorum, hinted handoff and anti-entropy.
+    pub replication: ReplicationConfig,
     /// Logging.
     pub log: LogConfig,
 }
@@ -232,6 +242,40 @@ pub struct ClusterConfig {
     pub max_frame_bytes: u64,
 }
 
+/// Replication between nodes (only used when `cluster.enabled`; a single node keeps one copy).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReplicationConfig {
+    /// Copies of every reading (R): the shard's primary and the next R-1 live members of its
+    /// preference list. 1 to 5. Default 2. A cluster with fewer members keeps one copy per
+    /// member.
+    pub factor: u32,
+    /// Durable copies (W) a write needs before it is acknowledged, the primary's included.
+    /// 1 to `factor`. Default 2: an acknowledged reading survives the loss of any one node.
+    /// With W = R every replica must answer, so a down replica is replaced by the next live
+    /// member, which keeps a hint and hands the write off when the replica returns.
+    pub write_quorum: u32,
+    /// How long the primary waits for one replica before giving its copy to the next live
+    /// member instead. Default `2s`.
+    #[serde(with = "duration")]
+    pub timeout: Duration,
+    /// How long a down member keeps its place in the shards' replica sets. Writes meant for it
+    /// go to a substitute with a hint meanwhile; after this it counts as gone, and
+    /// anti-entropy rebuilds its copies on the members that take its place. Default `1h`.
+    #[serde(with = "duration")]
+    pub hint_window: Duration,
+    /// How often hinted writes are offered to members that are back. Default `1s`.
+    #[serde(with = "duration")]
+    pub handoff_interval: Duration,
+    /// How often replicas compare digests of each shard and copy what is missing. Default
+    /// `30s`. A member that just returned or joined is compared with at once.
+    #[serde(with = "duration")]
+    pub anti_entropy_interval: Duration,
+    /// Bytes per second that hinted handoff and anti-entropy together may send. Default
+    /// 16 MiB/s.
+    pub repair_bytes_per_s: u64,
+}
+
 /// Log output format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -262,6 +306,7 @@ impl Default for Config {
             storage: StorageConfig::default(),
             actors: ActorsConfig::default(),
             cluster: ClusterConfig::default(),
+            replication: ReplicationConfig::default(),
             log: LogConfig::default(),
         }
     }
@@ -341,6 +386,20 @@ impl Default for ClusterConfig {
     }
 }
 
+impl Default for ReplicationConfig {
+    fn default() -> Self {
+        Self {
+            factor: 2,
+            write_quorum: 2,
+            timeout: Duration::from_secs(2),
+            hint_window: Duration::from_secs(3600),
+            handoff_interval: Duration::from_secs(1),
+            anti_entropy_interval: Duration::from_secs(30),
+            repair_bytes_per_s: 16 << 20,
+        }
+    }
+}
+
 impl Default for LogConfig {
     fn default() -> Self {
         Self {
@@ -393,7 +452,8 @@ impl Config {
         self.ingest.validate()?;
         self.storage.validate()?;
         self.actors.validate()?;
-        self.cluster.validate(self)
+        self.cluster.validate(self)?;
+        self.replication.validate()
     }
 }
 
@@ -494,6 +554,37 @@ impl ActorsConfig {
     /// Active-meter budget of one shard: the node budget split evenly, rounded up.
     pub fn meters_per_shard(&self) -> usize {
         self.max_active_meters.div_ceil(self.shards) as usize
+    }
+}
+
+impl ReplicationConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        check_range("replication.factor", self.factor.into(), 1, 5)?;
+        if self.write_quorum == 0 || self.write_quorum > self.factor {
+            return Err(ConfigError::Invalid(format!(
+                "replication.write_quorum = {} must be between 1 and replication.factor ({})",
+                self.write_quorum, self.factor
+            )));
+        }
+        for (key, value) in [
+            ("replication.timeout", self.timeout),
+            ("replication.hint_window", self.hint_window),
+            ("replication.handoff_interval", self.handoff_interval),
+            (
+                "replication.anti_entropy_interval",
+                self.anti_entropy_interval,
+            ),
+        ] {
+            if value.is_zero() {
+                return Err(ConfigError::Invalid(format!("{key} must be more than 0s")));
+            }
+        }
+        check_range(
+            "replication.repair_bytes_per_s",
+            self.repair_bytes_per_s,
+            64 << 10,
+            1 << 40,
+        )
     }
 }
 

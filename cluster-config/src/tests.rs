@@ -152,6 +152,19 @@ fn cluster_settings_are_checked_together() {
     let err = config.validate().expect_err("frames smaller than a batch");
     assert!(err.to_string().contains("max_frame_bytes"), "{err}");
 
+    let mut config = cluster_config();
+    config.replication.write_quorum = 3;
+    let err = config.validate().expect_err("W above R");
+    assert!(
+        err.to_string().contains("replication.write_quorum"),
+        "{err}"
+    );
+
+    let mut config = cluster_config();
+    config.replication.factor = 0;
+    let err = config.validate().expect_err("no copies");
+    assert!(err.to_string().contains("replication.factor"), "{err}");
+
     // Not checked while clustering is off.
     let mut config = Config::default();
     config.cluster.seeds = vec!["no-port".to_owned()];

@@ -5,7 +5,8 @@ use std::io::Write as _;
 use clap::Subcommand;
 use gridmesh_proto::client::Client;
 use gridmesh_proto::v1::{
-    DrainNodeRequest, GetNodeStatsRequest, GetShardMapRequest, ListMembersRequest, MemberState,
+    DrainNodeRequest, GetNodeStatsRequest, GetReplicaStatusRequest, GetReplicaStatusResponse,
+    GetShardMapRequest, ListMembersRequest, MemberState, RepairRequest,
 };
 
 /// `gridmesh admin` subcommands.
@@ -38,6 +39,40 @@ pub enum AdminCommand {
         #[arg(long)]
         cancel: bool,
     },
+    /// Replication: per shard the home set and each member's copy; per member the hinted
+    /// handoff backlog and anti-entropy progress.
+    Replicas {
+        /// Node address (gRPC).
+        #[arg(long, short = 't', default_value = "127.0.0.1:7100")]
+        target: String,
+        /// Only these shards (repeatable).
+        #[arg(long)]
+        shard: Vec<u32>,
+        /// List every shard, not only those whose copies differ.
+        #[arg(long)]
+        all: bool,
+    },
+    /// Compare the replicas of every shard (or the given ones); exits 1 when any differ.
+    Verify {
+        /// Node address (gRPC).
+        #[arg(long, short = 't', default_value = "127.0.0.1:7100")]
+        target: String,
+        /// Only these shards (repeatable).
+        #[arg(long)]
+        shard: Vec<u32>,
+    },
+    /// Run anti-entropy and hinted handoff now, on every reachable member or one.
+    Repair {
+        /// Node address (gRPC).
+        #[arg(long, short = 't', default_value = "127.0.0.1:7100")]
+        target: String,
+        /// Only these shards (repeatable).
+        #[arg(long)]
+        shard: Vec<u32>,
+        /// Only this member runs the round.
+        #[arg(long)]
+        node: Option<String>,
+    },
     /// Actor and ingest statistics of every reachable node, and cluster totals.
     Stats {
         /// Node address (gRPC).
@@ -58,9 +93,128 @@ fn state_name(state: i32) -> &'static str {
     }
 }
 
+async fn replica_status(
+    target: &str,
+    shards: Vec<u32>,
+) -> anyhow::Result<GetReplicaStatusResponse> {
+    let client = Client::connect(target).await?;
+    Ok(client
+        .admin()
+        .get_replica_status(GetReplicaStatusRequest { shards })
+        .await?
+        .into_inner())
+}
+
+/// Prints shards (all, or only those not converged); returns how many are not converged.
+fn print_shards(status: &GetReplicaStatusResponse, all: bool) -> usize {
+    let differing = status.shards.iter().filter(|s| !s.converged).count();
+    println!(
+        "replication factor {}, write quorum {}; {} shards, {} not converged",
+        status.replication_factor,
+        status.write_quorum,
+        status.shards.len(),
+        differing
+    );
+    let mut out = std::io::stdout().lock();
+    for s in status.shards.iter().filter(|s| all || !s.converged) {
+        let copies: Vec<String> = s
+            .copies
+            .iter()
+            .map(|c| {
+                let mark = if c.home { "" } else { " (extra)" };
+                format!("{}={}@{:016x}{mark}", c.node, c.readings, c.digest)
+            })
+            .collect();
+        let unavailable = if s.unavailable.is_empty() {
+            String::new()
+        } else {
+            format!("  unavailable: {}", s.unavailable.join(","))
+        };
+        let line = format!(
+            "{:>5} {:<9} home {:<24} {}{unavailable}",
+            s.shard,
+            if s.converged { "converged" } else { "DIFFERS" },
+            s.home.join(","),
+            copies.join(" ")
+        );
+        if writeln!(out, "{line}").is_err() {
+            break;
+        }
+    }
+    differing
+}
+
 /// Runs an admin command.
 pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
     match command {
+        AdminCommand::Replicas { target, shard, all } => {
+            let status = replica_status(&target, shard).await?;
+            print_shards(&status, all);
+            println!(
+                "{:<20} {:>14} {:>12} {:>10} {:>14} {:>20}",
+                "NODE", "HINTS PENDING", "HANDED OFF", "AE ROUNDS", "AE COPIED", "LAST ROUND"
+            );
+            for n in &status.nodes {
+                if !n.error.is_empty() {
+                    println!("{:<20} unavailable: {}", n.node, n.error);
+                    continue;
+                }
+                let pending: u64 = n.hints_pending.values().sum();
+                let last = if n.anti_entropy_last_ms == 0 {
+                    "never".to_owned()
+                } else {
+                    let age = gridmesh_actors::context::now_ms() - n.anti_entropy_last_ms;
+                    format!("{:.1} s ago", age as f64 / 1000.0)
+                };
+                println!(
+                    "{:<20} {:>14} {:>12} {:>10} {:>14} {:>20}",
+                    n.node,
+                    pending,
+                    n.handed_off,
+                    n.anti_entropy_rounds,
+                    n.anti_entropy_pushed,
+                    last
+                );
+            }
+            Ok(())
+        }
+        AdminCommand::Verify { target, shard } => {
+            let status = replica_status(&target, shard).await?;
+            let differing = print_shards(&status, false);
+            if differing > 0 {
+                anyhow::bail!(
+                    "{differing} shards have replicas that differ; `gridmesh admin repair` copies \
+                     what is missing (and anti-entropy does so on its own)"
+                );
+            }
+            println!("every shard's live home replicas hold the same readings");
+            Ok(())
+        }
+        AdminCommand::Repair {
+            target,
+            shard,
+            node,
+        } => {
+            let client = Client::connect(&target).await?;
+            let r = client
+                .admin()
+                .repair(RepairRequest {
+                    shards: shard,
+                    node: node.unwrap_or_default(),
+                })
+                .await?
+                .into_inner();
+            println!(
+                "{} readings copied by {} members ({})",
+                r.readings_copied,
+                r.nodes.len(),
+                r.nodes.join(", ")
+            );
+            for e in &r.errors {
+                println!("not run: {e}");
+            }
+            Ok(())
+        }
         AdminCommand::Members { target, json } => {
             let client = Client::connect(&target).await?;
             let r = client

@@ -445,6 +445,7 @@ async fn query_readings(meter: String, range: RangeArgs) -> anyhow::Result<()> {
         to_ts_ms: to,
         resolution: Resolution::from(range.resolution) as i32,
         limit: range.limit,
+        local_only: false,
     };
     let response = client.query().get_readings(request).await?.into_inner();
     if !response.readings.is_empty() {

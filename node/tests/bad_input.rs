@@ -109,6 +109,7 @@ async fn bad_readings_are_rejected_one_by_one_and_store_nothing() {
             to_ts_ms: base_ts() + DAY_MS,
             resolution: Resolution::Raw as i32,
             limit: 0,
+            local_only: false,
         })
         .await
         .expect("raw")
@@ -206,6 +207,7 @@ async fn bad_batches_and_requests_get_clear_statuses() {
         to_ts_ms: 5,
         resolution: 1,
         limit: 0,
+        local_only: false,
     };
     assert_eq!(
         client

@@ -161,6 +161,7 @@ async fn stored_readings(
             to_ts_ms: base_ts() + 3 * DAY_MS,
             resolution: Resolution::Raw as i32,
             limit: 0,
+            local_only: false,
         };
         let readings = client
             .query()

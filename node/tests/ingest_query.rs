@@ -51,6 +51,7 @@ async fn readings_go_in_and_come_back_exactly() {
             to_ts_ms: base_ts() + DAY_MS,
             resolution: Resolution::Raw as i32,
             limit: 0,
+            local_only: false,
         })
         .await
         .expect("raw")
@@ -67,6 +68,7 @@ async fn readings_go_in_and_come_back_exactly() {
             to_ts_ms: base_ts() + DAY_MS,
             resolution: Resolution::Hour as i32,
             limit: 0,
+            local_only: false,
         })
         .await
         .expect("hourly")

@@ -62,6 +62,7 @@ pub struct MembershipState {
     ticker: JoinHandle<()>,
     connector: tokio::task::JoinHandle<()>,
     map: Arc<ShardMap>,
+    home: Arc<ShardMap>,
     ticks: u64,
     started: Instant,
     /// The peer a registry copy is running from.
@@ -147,6 +148,7 @@ impl Actor for MembershipActor {
             "cluster listener started"
         );
         let map = ctx.cluster.map();
+        let home = ctx.cluster.view().home;
         let mut state = MembershipState {
             ctx,
             membership,
@@ -154,6 +156,7 @@ impl Actor for MembershipActor {
             ticker,
             connector,
             map,
+            home,
             ticks: 0,
             started: Instant::now(),
             syncing: None,
@@ -327,6 +330,9 @@ impl MembershipState {
     }
 
     fn apply(&mut self, events: &[Event]) {
+        let changed = events
+            .iter()
+            .any(|e| matches!(e, Event::Joined(_) | Event::Returned(..) | Event::Ready(_)));
         for event in events {
             match event {
                 Event::Joined(peer) => tracing::info!(peer, "member joined"),
@@ -360,18 +366,29 @@ impl MembershipState {
         }
         // Ages of last heartbeats change every tick, so the view is republished every tick.
         self.publish();
+        // A member that is back or new may lack writes: hand off and compare now.
+        if changed && let Some(replicator) = self.ctx.replicator() {
+            let _ = replicator.cast(crate::repair::ReplicatorMsg::MemberChanged);
+        }
     }
 
     fn publish(&mut self) {
         let shards = self.ctx.config.actors.shards;
         let live: BTreeSet<&str> = self.membership.placement_members().collect();
-        let changed = self
-            .map
-            .members()
-            .iter()
-            .map(String::as_str)
-            .ne(live.iter().copied());
-        if changed {
+        let hint_window = self.ctx.config.replication.hint_window;
+        let home: BTreeSet<&str> = self
+            .membership
+            .home_members(Instant::now(), hint_window)
+            .collect();
+        if !same_members(&self.home, &home) {
+            self.home = Arc::new(ShardMap::compute(
+                self.membership.epoch(),
+                shards,
+                home.iter().copied(),
+            ));
+            tracing::info!(members = ?self.home.members(), "home members changed");
+        }
+        if !same_members(&self.map, &live) {
             let map = Arc::new(ShardMap::compute(
                 self.membership.epoch(),
                 shards,
@@ -403,8 +420,17 @@ impl MembershipState {
             epoch: self.membership.epoch(),
             members: self.membership.members().cloned().collect(),
             map: self.map.clone(),
+            home: self.home.clone(),
         });
     }
+}
+
+/// Whether `map` was computed over exactly `members`.
+fn same_members(map: &ShardMap, members: &BTreeSet<&str>) -> bool {
+    map.members()
+        .iter()
+        .map(String::as_str)
+        .eq(members.iter().copied())
 }
 
 /// Session events from the node server: the last authenticated session to a peer closing

@@ -316,3 +316,68 @@ proptest! {
         }
     }
 }
+
+fn versioned(ts_ms: i64, version: u32, wh: f64) -> Reading {
+    Reading {
+        version,
+        interval_energy_import_wh: Some(wh),
+        ..reading(ts_ms, 1.0)
+    }
+}
+
+/// Applies copies in the given order with `merge_copy`, as a replica's store would.
+fn merged(copies: &[Reading]) -> Option<Vec<u8>> {
+    let mut stored: Option<Vec<u8>> = None;
+    for copy in copies {
+        let encoded = encode(copy);
+        match merge_copy(stored.as_deref(), &encoded, copy.version) {
+            Merge::Insert | Merge::Replace { .. } => stored = Some(encoded),
+            Merge::Same | Merge::KeepStored => {}
+        }
+    }
+    stored
+}
+
+#[test]
+fn higher_versions_win_and_equal_copies_are_no_ops() {
+    let v0 = encode(&versioned(NOW, 0, 1.0));
+    let v1 = encode(&versioned(NOW, 1, 2.0));
+    assert_eq!(merge_copy(None, &v0, 0), Merge::Insert);
+    assert_eq!(merge_copy(Some(&v0), &v0, 0), Merge::Same);
+    assert_eq!(
+        merge_copy(Some(&v0), &v1, 1),
+        Merge::Replace {
+            replaced: v0.clone()
+        }
+    );
+    assert_eq!(merge_copy(Some(&v1), &v0, 0), Merge::KeepStored);
+}
+
+proptest! {
+    /// Every replica ends with the same value whatever order (and how often) copies arrive:
+    /// the highest version, then the largest encoding.
+    #[test]
+    fn replicas_converge_whatever_the_order(
+        copies in proptest::collection::vec((0u32..3, 0u32..4), 1..8),
+        seed in any::<u64>(),
+    ) {
+        let copies: Vec<Reading> = copies
+            .iter()
+            .map(|(v, wh)| versioned(NOW, *v, f64::from(*wh)))
+            .collect();
+        let expected = copies
+            .iter()
+            .map(|c| (c.version, encode(c)))
+            .max()
+            .map(|(_, e)| e);
+        let mut shuffled = copies.clone();
+        // A deterministic shuffle with duplicates: rotate, then repeat a prefix.
+        let k = (seed as usize) % shuffled.len();
+        shuffled.rotate_left(k);
+        let again = shuffled[..k].to_vec();
+        shuffled.extend(again);
+        shuffled.reverse();
+        prop_assert_eq!(merged(&copies), expected.clone());
+        prop_assert_eq!(merged(&shuffled), expected);
+    }
+}

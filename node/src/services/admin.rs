@@ -6,8 +6,9 @@ use gridmesh_actors::membership::MemberState as State;
 use gridmesh_proto::v1::admin_service_server::AdminService;
 use gridmesh_proto::v1::{
     DrainNodeRequest, DrainNodeResponse, GetNodeStatsRequest, GetNodeStatsResponse,
-    GetShardMapRequest, GetShardMapResponse, ListMembersRequest, ListMembersResponse, Member,
-    MemberState, ShardPlacement,
+    GetReplicaStatusRequest, GetReplicaStatusResponse, GetShardMapRequest, GetShardMapResponse,
+    ListMembersRequest, ListMembersResponse, Member, MemberState, RepairRequest, RepairResponse,
+    ShardPlacement,
 };
 use tonic::{Request, Response, Status};
 
@@ -106,5 +107,25 @@ impl AdminService for AdminApi {
     ) -> Result<Response<GetNodeStatsResponse>, Status> {
         let nodes = self.api.node_stats(request.into_inner()).await;
         Ok(Response::new(GetNodeStatsResponse { nodes }))
+    }
+
+    async fn get_replica_status(
+        &self,
+        request: Request<GetReplicaStatusRequest>,
+    ) -> Result<Response<GetReplicaStatusResponse>, Status> {
+        self.api
+            .replica_status(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn repair(
+        &self,
+        request: Request<RepairRequest>,
+    ) -> Result<Response<RepairResponse>, Status> {
+        self.api
+            .repair(request.into_inner())
+            .await
+            .map(Response::new)
     }
 }
