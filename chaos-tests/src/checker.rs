@@ -10,18 +10,19 @@
 //! under their bounds during the run) and [`views_converged`] (after healing, every node lists
 //! every member alive and computes the same shard map).
 //!
-//! **Not checked yet: replica convergence.** Today every reading has one copy, so there is
-//! nothing to compare. When replication lands, the check belongs next to [`read_back`]: read
-//! each shard's range from every replica in its preference list (`GetShardMap` gives the
-//! lists) and require identical sets after healing. Until then the report says "not checked".
+//! With replication (factor above 1, as `GetReplicaStatus` reports it): [`replicas_converged`]
+//! waits (bounded) until the nodes report every shard's live home replicas equal and no hinted
+//! write pending, without asking for a repair, and [`under_replicated`] counts, from every
+//! node's own copy (`GetReadings.local_only`), the acknowledged readings held by fewer than
+//! `min(factor, members)` nodes.
 
 use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 
 use gridmesh_proto::client::Client;
 use gridmesh_proto::v1::{
-    GetFeederLoadRequest, GetMeterStatusRequest, GetReadingsRequest, GetShardMapRequest,
-    ListMembersRequest, MemberState, Resolution,
+    GetFeederLoadRequest, GetMeterStatusRequest, GetReadingsRequest, GetReplicaStatusRequest,
+    GetShardMapRequest, ListMembersRequest, MemberState, Resolution,
 };
 
 use crate::monitor::Observations;
@@ -285,6 +286,27 @@ pub async fn read_back(
     from: i64,
     to: i64,
 ) -> anyhow::Result<(Stored, Vec<String>)> {
+    read_pages(client, meters, from, to, false).await
+}
+
+/// What the node behind `client` stores itself (`local_only`), with duplicates as in
+/// [`read_back`].
+pub async fn read_local(
+    client: &Client,
+    meters: &[String],
+    from: i64,
+    to: i64,
+) -> anyhow::Result<(Stored, Vec<String>)> {
+    read_pages(client, meters, from, to, true).await
+}
+
+async fn read_pages(
+    client: &Client,
+    meters: &[String],
+    from: i64,
+    to: i64,
+    local_only: bool,
+) -> anyhow::Result<(Stored, Vec<String>)> {
     let mut stored = Stored::new();
     let mut duplicated = Vec::new();
     for meter in meters {
@@ -296,7 +318,7 @@ pub async fn read_back(
                 to_ts_ms: to,
                 resolution: Resolution::Raw as i32,
                 limit: 10_000,
-                local_only: false,
+                local_only,
             };
             let page = client.query().get_readings(request).await?.into_inner();
             if !page.unavailable_nodes.is_empty() {
@@ -318,6 +340,147 @@ pub async fn read_back(
         }
     }
     Ok((stored, duplicated))
+}
+
+/// Copies per reading and the cluster's settings, as the nodes report them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Replication {
+    /// Copies kept per reading (`replication.factor`; 1 on a single node).
+    pub factor: u32,
+    /// Copies durable before an ack.
+    pub write_quorum: u32,
+}
+
+/// The replication settings in effect, from `GetReplicaStatus` (`None` when the node has no
+/// such RPC or does not answer).
+pub async fn replication(client: &Client) -> Option<Replication> {
+    let mut admin = client.admin();
+    let request = GetReplicaStatusRequest { shards: vec![0] };
+    let call = tokio::time::timeout(Duration::from_secs(5), admin.get_replica_status(request));
+    let status = call.await.ok()?.ok()?.into_inner();
+    Some(Replication {
+        factor: status.replication_factor,
+        write_quorum: status.write_quorum,
+    })
+}
+
+/// Waits (bounded) until every shard's live home replicas hold the same readings, no copy
+/// elsewhere holds one they lack, every home member answered, and no hinted write is pending.
+/// The nodes get there by hinted handoff and anti-entropy on their own; nothing is asked to
+/// repair. Returns how long it took, or what still differed at the deadline.
+pub async fn replicas_converged(client: &Client, timeout: Duration) -> Result<Duration, String> {
+    let started = Instant::now();
+    loop {
+        let mut admin = client.admin();
+        let request = GetReplicaStatusRequest { shards: Vec::new() };
+        let call = tokio::time::timeout(Duration::from_secs(10), admin.get_replica_status(request));
+        let problem = match call.await {
+            Ok(Ok(status)) => {
+                let status = status.into_inner();
+                let differing: Vec<String> = status
+                    .shards
+                    .iter()
+                    .filter(|s| !s.converged || !s.unavailable.is_empty())
+                    .map(|s| {
+                        let copies: Vec<String> = s
+                            .copies
+                            .iter()
+                            .map(|c| format!("{}={}@{:x}", c.node, c.readings, c.digest))
+                            .collect();
+                        format!("shard {} home {:?} copies {copies:?}", s.shard, s.home)
+                    })
+                    .collect();
+                let hints: u64 = status
+                    .nodes
+                    .iter()
+                    .flat_map(|n| n.hints_pending.values())
+                    .sum();
+                let errors: Vec<&str> = status
+                    .nodes
+                    .iter()
+                    .filter(|n| !n.error.is_empty())
+                    .map(|n| n.error.as_str())
+                    .collect();
+                if differing.is_empty() && hints == 0 && errors.is_empty() {
+                    return Ok(started.elapsed());
+                }
+                format!(
+                    "{} shard(s) differ (first: {}); {hints} hinted write(s) pending; \
+                     errors {errors:?}",
+                    differing.len(),
+                    differing.first().map_or("-", String::as_str)
+                )
+            }
+            Ok(Err(status)) => format!("GetReplicaStatus failed: {status}"),
+            Err(_) => "GetReplicaStatus did not answer within 10 s".to_owned(),
+        };
+        if started.elapsed() > timeout {
+            return Err(format!(
+                "replicas did not converge within {timeout:?} after healing: {problem}"
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// Acknowledged readings that fewer than `expected` of the nodes' own copies hold with the
+/// value sent, and copies that hold another value.
+pub fn under_replicated(history: &[Op], copies: &[Stored], expected: usize) -> Vec<String> {
+    let mut short = Vec::new();
+    for op in history {
+        let Outcome::Acked { rejected } = &op.outcome else {
+            continue;
+        };
+        for (index, (meter, ts, energy)) in op.readings.iter().enumerate() {
+            if rejected.contains(&(index as u32)) {
+                continue;
+            }
+            let key = (meter.clone(), *ts);
+            let held = copies
+                .iter()
+                .filter(|c| c.get(&key) == Some(energy))
+                .count();
+            let other = copies
+                .iter()
+                .filter(|c| c.get(&key).is_some_and(|e| e != energy));
+            if held < expected {
+                short.push(format!("{meter}@{ts}: {held} of {expected} copies"));
+            }
+            if other.count() > 0 {
+                short.push(format!(
+                    "{meter}@{ts}: a copy holds another value than was sent"
+                ));
+            }
+        }
+    }
+    short
+}
+
+/// Reads every node's own copy and returns the acknowledged readings with too few copies
+/// (`min(factor, nodes)` expected).
+pub async fn check_copies(
+    config: &WorkloadConfig,
+    grpc_targets: &[String],
+    history: &[Op],
+    factor: u32,
+) -> anyhow::Result<Vec<String>> {
+    let ids = meter_ids(config);
+    let to = workload::now_ms();
+    let mut copies = Vec::new();
+    for target in grpc_targets {
+        let client = Client::connect(target).await?;
+        copies.push(read_local(&client, &ids, config.base_ts_ms, to).await?.0);
+    }
+    let expected = (factor as usize).min(grpc_targets.len());
+    Ok(tokio::task::block_in_place(|| {
+        under_replicated(history, &copies, expected)
+    }))
+}
+
+fn meter_ids(config: &WorkloadConfig) -> Vec<String> {
+    (0..config.clients)
+        .flat_map(|c| (0..config.meters_per_client).map(move |m| workload::meter_id(c, m)))
+        .collect()
 }
 
 /// Reads everything back through `grpc_target` and checks readings, per-meter counters (single
@@ -523,6 +686,31 @@ mod tests {
         let violations = check_resources(&observations, &bounds);
         assert_eq!(violations.len(), 2, "{violations:?}");
         assert!(violations.iter().all(|v| v.starts_with("node 1")));
+    }
+
+    #[test]
+    fn acknowledged_readings_need_their_copies() {
+        let history = vec![
+            op(
+                Outcome::Acked { rejected: vec![1] },
+                &[("a", 1, 1.0), ("a", 2, 1.0)],
+            ),
+            op(Outcome::Unknown("Unavailable".into()), &[("a", 3, 1.0)]),
+            op(Outcome::Acked { rejected: vec![] }, &[("b", 1, 1.0)]),
+        ];
+        let one: Stored = [(("a".to_owned(), 1), 1.0), (("b".to_owned(), 1), 1.0)]
+            .into_iter()
+            .collect();
+        let other: Stored = [(("a".to_owned(), 1), 1.0)].into_iter().collect();
+        let short = under_replicated(&history, &[one.clone(), other], 2);
+        // a@2 was rejected and a@3 unknown: only b@1 counts, with one copy.
+        assert_eq!(short, vec!["b@1: 1 of 2 copies".to_owned()]);
+        let changed: Stored = [(("a".to_owned(), 1), 7.0), (("b".to_owned(), 1), 1.0)]
+            .into_iter()
+            .collect();
+        let short = under_replicated(&history, &[one, changed], 2);
+        assert_eq!(short.len(), 2, "{short:?}");
+        assert!(short[1].contains("another value"));
     }
 
     #[test]

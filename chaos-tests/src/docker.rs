@@ -428,8 +428,29 @@ async fn drive_and_check(
     let observations = monitor.await?;
     let history = std::mem::take(&mut *history.lock().await);
     let target = format!("{}:7100", node_ip(0));
+    let factor = checker::replication(&started.targets[0])
+        .await
+        .map_or(1, |r| r.factor);
+    let mut replicas_converged_after = None;
+    if factor > 1 {
+        match checker::replicas_converged(&started.targets[0], Duration::from_secs(120)).await {
+            Ok(took) => replicas_converged_after = Some(took),
+            Err(e) => violations.push(e),
+        }
+    }
     let (check, other) = checker::verify(&config, &target, &history, true, None).await?;
     violations.extend(other);
+    if factor > 1 {
+        let targets: Vec<String> = (0..NODES).map(|i| format!("{}:7100", node_ip(i))).collect();
+        let short = checker::check_copies(&config, &targets, &history, factor).await?;
+        if !short.is_empty() {
+            violations.push(format!(
+                "{} acknowledged reading(s) have fewer than {factor} copies after healing",
+                short.len()
+            ));
+            violations.extend(short.into_iter().take(20));
+        }
+    }
     violations.extend(checker::check_resources(
         &observations,
         &ResourceBounds::node_defaults(args.max_rss_mib),
@@ -446,7 +467,8 @@ async fn drive_and_check(
         observations: &observations,
         check: &check,
         other_violations: &violations,
-        replication_factor: 1,
+        replication_factor: factor,
+        replicas_converged_after,
         converged_after: converged,
         proxy: Vec::new(),
         skipped_faults: Vec::new(),

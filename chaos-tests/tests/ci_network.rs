@@ -1,7 +1,7 @@
 //! The CI-sized network schedule: the real `gridmesh-chaos` binary against three nodes, each in
 //! its own network namespace, with every network fault kind at least once (isolate, split,
 //! one-way, flapping, bridge, loss, bandwidth, latency, slow, reset) and a join and a drain
-//! nested inside them, over 52 seconds; then the checker.
+//! nested inside them, over 52 seconds; then the checker, replicas included.
 //!
 //! Needs root, iproute2 and nftables; without them it prints why and passes without running
 //! (`scripts/install-test-deps.sh` installs the packages in CI). Needs the `gridmesh` binary
@@ -76,6 +76,15 @@ fn network_faults_lose_no_acknowledged_reading() {
     assert_eq!(readings["lost"], 0);
     assert_eq!(readings["duplicated"], 0);
     assert_eq!(readings["phantoms"], 0);
+
+    // Replication is on by default in a cluster: the replicas converged on their own, and every
+    // acknowledged reading has its copies (a violation otherwise, so `passed` covers it too).
+    assert_eq!(
+        report["replicas_checked"], true,
+        "{}",
+        report["replication_factor"]
+    );
+    assert!(report["replicas_converged_s"].is_number());
 
     let windows = report["windows"].as_array().expect("windows");
     let kind = |w: &serde_json::Value| w["kind"].as_str().expect("kind").to_owned();

@@ -94,8 +94,8 @@ struct RunArgs {
     /// Meters per client (readings per request).
     #[arg(long, default_value_t = 25)]
     meters_per_client: usize,
-    /// Copies per reading the cluster keeps. Only with 1 are readings lost to a `wipe`
-    /// expected (and reported apart); the nodes do not report it yet, so say it here.
+    /// Copies per reading, for nodes that cannot report it (`GetReplicaStatus`); the nodes'
+    /// own figure wins. Only with 1 are readings lost to a `wipe` expected (reported apart).
     #[arg(long, default_value_t = 1)]
     replication_factor: u32,
     /// Fail the run when any node's resident memory exceeds this, MiB.
@@ -263,7 +263,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         env: vec![("GRIDMESH_LOG__LEVEL".to_owned(), args.node_log.clone())],
     };
     let mut cluster = ClusterUnderTest::start(&spec).await?;
-    cluster.wait_all_ready(Duration::from_secs(60))?;
+    tokio::task::block_in_place(|| cluster.wait_all_ready(Duration::from_secs(60)))?;
     let targets = connect_all(&cluster, cluster.initial).await?;
     if clustered {
         let took = checker::views_converged(&targets, args.nodes, Duration::from_secs(60))
@@ -308,11 +308,29 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     violations.extend(log.violations.iter().cloned());
     violations.extend(proxy_violations(&cluster));
 
-    let allowance = (args.replication_factor == 1).then(|| wipe_allowance(&log, &observations));
+    let replicas = check_replicas(&cluster, &targets[0], args.replication_factor).await;
+    violations.extend(replicas.violations.iter().cloned());
+    let allowance = (replicas.factor == 1).then(|| wipe_allowance(&log, &observations));
     let target = cluster.nodes[0].grpc_target();
     let verified = checker::verify(&config, &target, &history, clustered, allowance.as_ref());
     let (check, other) = verified.await?;
     violations.extend(other);
+    if replicas.factor > 1 {
+        let running: Vec<String> = cluster
+            .running()
+            .into_iter()
+            .map(|i| cluster.nodes[i].grpc_target())
+            .collect();
+        let short = checker::check_copies(&config, &running, &history, replicas.factor).await?;
+        if !short.is_empty() {
+            violations.push(format!(
+                "{} acknowledged reading(s) have fewer than {} copies after healing",
+                short.len(),
+                replicas.factor.min(running.len() as u32)
+            ));
+            violations.extend(short.into_iter().take(20));
+        }
+    }
     violations.extend(checker::check_resources(
         &observations,
         &ResourceBounds::node_defaults(args.max_rss_mib),
@@ -330,7 +348,8 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         observations: &observations,
         check: &check,
         other_violations: &violations,
-        replication_factor: args.replication_factor,
+        replication_factor: replicas.factor,
+        replicas_converged_after: replicas.converged_after,
         converged_after: converged,
         proxy: proxy_stats(&cluster),
         skipped_faults: skipped,
@@ -492,6 +511,47 @@ fn proxy_stats(
         .unwrap_or_default();
     stats.sort_by_key(|(link, _)| *link);
     stats
+}
+
+/// What the replication checks found.
+struct ReplicaOutcome {
+    factor: u32,
+    converged_after: Option<Duration>,
+    violations: Vec<String>,
+}
+
+/// The factor the nodes report (else `fallback`) and, with more than one copy, how long the
+/// replicas took to converge after healing (bounded, 120 s).
+async fn check_replicas(
+    cluster: &ClusterUnderTest,
+    client: &Client,
+    fallback: u32,
+) -> ReplicaOutcome {
+    let reported = checker::replication(client).await;
+    let factor = reported.map_or(fallback, |r| r.factor);
+    match reported {
+        Some(r) => println!(
+            "replication: factor {}, write quorum {}",
+            r.factor, r.write_quorum
+        ),
+        None => println!("replication: the nodes do not report it; assuming factor {fallback}"),
+    }
+    let mut outcome = ReplicaOutcome {
+        factor,
+        converged_after: None,
+        violations: Vec::new(),
+    };
+    if factor <= 1 || cluster.running().len() < 2 {
+        return outcome;
+    }
+    match checker::replicas_converged(client, Duration::from_secs(120)).await {
+        Ok(took) => {
+            println!("replicas converged {took:?} after the views did");
+            outcome.converged_after = Some(took);
+        }
+        Err(e) => outcome.violations.push(e),
+    }
+    outcome
 }
 
 /// Shards each wiped node owned in any map the monitor saw before its wipe.
