@@ -367,9 +367,14 @@ pub async fn replication(client: &Client) -> Option<Replication> {
 /// Waits (bounded) until every shard's live home replicas hold the same readings, no copy
 /// elsewhere holds one they lack, every home member answered, and no hinted write is pending.
 /// The nodes get there by hinted handoff and anti-entropy on their own; nothing is asked to
-/// repair. Returns how long it took, or what still differed at the deadline.
-pub async fn replicas_converged(client: &Client, timeout: Duration) -> Result<Duration, String> {
+/// repair. Returns how long it took and, if it had to wait, what it first waited for; or what
+/// still differed at the deadline.
+pub async fn replicas_converged(
+    client: &Client,
+    timeout: Duration,
+) -> Result<(Duration, Option<String>), String> {
     let started = Instant::now();
+    let mut first_problem = None;
     loop {
         let mut admin = client.admin();
         let request = GetReplicaStatusRequest { shards: Vec::new() };
@@ -402,7 +407,7 @@ pub async fn replicas_converged(client: &Client, timeout: Duration) -> Result<Du
                     .map(|n| n.error.as_str())
                     .collect();
                 if differing.is_empty() && hints == 0 && errors.is_empty() {
-                    return Ok(started.elapsed());
+                    return Ok((started.elapsed(), first_problem));
                 }
                 format!(
                     "{} shard(s) differ (first: {}); {hints} hinted write(s) pending; \
@@ -414,6 +419,9 @@ pub async fn replicas_converged(client: &Client, timeout: Duration) -> Result<Du
             Ok(Err(status)) => format!("GetReplicaStatus failed: {status}"),
             Err(_) => "GetReplicaStatus did not answer within 10 s".to_owned(),
         };
+        if first_problem.is_none() {
+            first_problem = Some(problem.clone());
+        }
         if started.elapsed() > timeout {
             return Err(format!(
                 "replicas did not converge within {timeout:?} after healing: {problem}"
@@ -421,6 +429,86 @@ pub async fn replicas_converged(client: &Client, timeout: Duration) -> Result<Du
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+}
+
+/// Waits (bounded) until every member reports an anti-entropy round finished after `since_ms`
+/// (wall clock) and no hinted write pending: whatever existed when those rounds began has been
+/// pushed to every home replica.
+pub async fn repaired_since(
+    client: &Client,
+    since_ms: i64,
+    timeout: Duration,
+) -> Result<Duration, String> {
+    let started = Instant::now();
+    loop {
+        let mut admin = client.admin();
+        let request = GetReplicaStatusRequest { shards: vec![0] };
+        let call = tokio::time::timeout(Duration::from_secs(10), admin.get_replica_status(request));
+        let problem = match call.await {
+            Ok(Ok(status)) => {
+                let status = status.into_inner();
+                let behind: Vec<&str> = status
+                    .nodes
+                    .iter()
+                    .filter(|n| !n.error.is_empty() || n.anti_entropy_last_ms <= since_ms)
+                    .map(|n| n.node.as_str())
+                    .collect();
+                let hints: u64 = status
+                    .nodes
+                    .iter()
+                    .flat_map(|n| n.hints_pending.values())
+                    .sum();
+                if behind.is_empty() && hints == 0 {
+                    return Ok(started.elapsed());
+                }
+                format!("no repair round since the heal on {behind:?}; {hints} hint(s) pending")
+            }
+            Ok(Err(status)) => format!("GetReplicaStatus failed: {status}"),
+            Err(_) => "GetReplicaStatus did not answer within 10 s".to_owned(),
+        };
+        if started.elapsed() > timeout {
+            return Err(format!("not repaired within {timeout:?}: {problem}"));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// One line on the shards whose home replicas differ now, the furthest apart first (by
+/// readings held), for notes.
+pub async fn replica_snapshot(client: &Client) -> String {
+    let mut admin = client.admin();
+    let request = GetReplicaStatusRequest { shards: Vec::new() };
+    let call = tokio::time::timeout(Duration::from_secs(10), admin.get_replica_status(request));
+    let Ok(Ok(status)) = call.await else {
+        return "no replica status".to_owned();
+    };
+    let mut differing: Vec<(u64, String)> = status
+        .into_inner()
+        .shards
+        .iter()
+        .filter(|s| !s.converged)
+        .map(|s| {
+            let home: Vec<_> = s.copies.iter().filter(|c| c.home).collect();
+            let most = home.iter().map(|c| c.readings).max().unwrap_or(0);
+            let least = home.iter().map(|c| c.readings).min().unwrap_or(0);
+            let copies: Vec<String> = s
+                .copies
+                .iter()
+                .map(|c| format!("{}{}={}", c.node, if c.home { "" } else { "*" }, c.readings))
+                .collect();
+            (
+                most - least,
+                format!("shard {} {}", s.shard, copies.join(" ")),
+            )
+        })
+        .collect();
+    differing.sort_by_key(|d| std::cmp::Reverse(d.0));
+    let worst: Vec<String> = differing.iter().take(3).map(|(_, d)| d.clone()).collect();
+    format!(
+        "{} shard(s) differ; widest: {}",
+        differing.len(),
+        worst.join("; ")
+    )
 }
 
 /// Acknowledged readings that fewer than `expected` of the nodes' own copies hold with the

@@ -393,7 +393,7 @@ async fn drive_and_check(
     schedule::announce(&windows, kinds, &schedule_config);
 
     let start = Instant::now();
-    let stop = start + args.duration + Duration::from_secs(3);
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let history = Arc::new(tokio::sync::Mutex::new(Vec::new()));
     let clients: Vec<_> = (0..config.clients)
         .map(|c| {
@@ -403,7 +403,7 @@ async fn drive_and_check(
                 config.clone(),
                 targets,
                 start,
-                stop,
+                stop.clone(),
                 history.clone(),
             ))
         })
@@ -411,6 +411,9 @@ async fn drive_and_check(
     let (stop_monitor, stopped) = tokio::sync::watch::channel(false);
     let monitor = tokio::spawn(monitor::run(started.slots.clone(), start, stopped));
     let log = apply_schedule(project, started, &windows, start).await?;
+    tokio::time::sleep_until((start + args.duration).max(Instant::now()).into()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
     for client in clients {
         client.await?;
     }
@@ -434,7 +437,7 @@ async fn drive_and_check(
     let mut replicas_converged_after = None;
     if factor > 1 {
         match checker::replicas_converged(&started.targets[0], Duration::from_secs(120)).await {
-            Ok(took) => replicas_converged_after = Some(took),
+            Ok((took, _)) => replicas_converged_after = Some(took),
             Err(e) => violations.push(e),
         }
     }
@@ -455,6 +458,14 @@ async fn drive_and_check(
         &observations,
         &ResourceBounds::node_defaults(args.max_rss_mib),
     ));
+    let planned = windows;
+    let windows = log.effective(&planned);
+    let length = windows
+        .iter()
+        .map(FaultWindow::end)
+        .max()
+        .unwrap_or_default();
+    let length = length.max(args.duration) + Duration::from_secs(3);
     let summary = RunSummary {
         seed,
         mode: "docker",
@@ -462,6 +473,7 @@ async fn drive_and_check(
         nodes: NODES,
         duration: args.duration,
         windows: &windows,
+        planned: &planned,
         applied: &log.applied,
         history: &history,
         observations: &observations,
@@ -475,7 +487,7 @@ async fn drive_and_check(
         max_rss_bytes: args.max_rss_mib << 20,
         replay,
     };
-    report::write_all(&args.out, &summary, args.duration + Duration::from_secs(3))?;
+    report::write_all(&args.out, &summary, length)?;
     let passed = summary.passed();
     if !passed {
         println!("FAILED; replay with: {}", summary.replay);

@@ -48,6 +48,30 @@ pub struct NemesisLog {
     pub violations: Vec<String>,
 }
 
+impl NemesisLog {
+    /// The windows as they really happened: each one's start and length replaced by when its
+    /// fault was applied and healed (they differ from the plan when a step took long, e.g. a
+    /// wipe waiting for replicas). The report measures from these.
+    pub fn effective(&self, planned: &[FaultWindow]) -> Vec<FaultWindow> {
+        planned
+            .iter()
+            .zip(
+                self.applied
+                    .iter()
+                    .chain(std::iter::repeat(&Applied::default())),
+            )
+            .map(|(w, applied)| match (applied.started, applied.healed) {
+                (Some(start), Some(healed)) if healed >= start => FaultWindow {
+                    start,
+                    length: healed - start,
+                    ..*w
+                },
+                _ => *w,
+            })
+            .collect()
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Action {
     Heal,
@@ -93,6 +117,7 @@ pub async fn run(
             ..NemesisLog::default()
         },
         active: BTreeMap::new(),
+        last_heal_ms: crate::workload::now_ms(),
     };
     let mut result = Ok(());
     for (at, action, i) in actions(windows) {
@@ -118,6 +143,8 @@ struct Nemesis<'a> {
     log: NemesisLog,
     /// Windows started and not healed yet, with the nodes holding their nft tables.
     active: BTreeMap<usize, HashSet<usize>>,
+    /// Wall-clock ms of the latest heal (a wipe waits for repair rounds after it).
+    last_heal_ms: i64,
 }
 
 impl Nemesis<'_> {
@@ -128,6 +155,10 @@ impl Nemesis<'_> {
     async fn apply(&mut self, w: &FaultWindow, i: usize, action: Action) -> anyhow::Result<()> {
         match action {
             Action::Start => {
+                if w.kind == FaultKind::Wipe {
+                    let note = self.wait_for_copies(w.node).await;
+                    self.log.applied[i].notes.extend(note);
+                }
                 println!(
                     "[{:>6.1}s] start #{} {}",
                     self.now().as_secs_f64(),
@@ -146,6 +177,7 @@ impl Nemesis<'_> {
                 }
                 let healed = self.heal_fault(w, i).await;
                 self.active.remove(&i);
+                self.last_heal_ms = crate::workload::now_ms();
                 self.log.applied[i].healed = Some(self.now());
                 println!(
                     "[{:>6.1}s] healed #{} {}",
@@ -297,6 +329,34 @@ impl Nemesis<'_> {
         Ok(())
     }
 
+    /// Before a wipe: with replication, waits (bounded, 90 s) until every member finished an
+    /// anti-entropy round that began after the latest heal and no hinted write is pending, so
+    /// that the wipe removes one copy of each reading and never the last one (an earlier wipe's
+    /// node may not be refilled yet). Exact digest equality is not the test here: with writes
+    /// in flight the copies differ at any instant. Returns a note for the report.
+    async fn wait_for_copies(&self, victim: usize) -> Option<String> {
+        let peer = self.cluster.running().into_iter().find(|n| *n != victim)?;
+        let client = Client::connect(&self.cluster.nodes[peer].grpc_target())
+            .await
+            .ok()?;
+        let factor = crate::checker::replication(&client).await?.factor;
+        if factor <= 1 {
+            return None;
+        }
+        let timeout = Duration::from_secs(90);
+        let waited = crate::checker::repaired_since(&client, self.last_heal_ms, timeout).await;
+        // What the replicas looked like when the wipe went ahead (with writes in flight a few
+        // shards differ by a handful of readings; a shard far behind explains later losses).
+        let snapshot = crate::checker::replica_snapshot(&client).await;
+        Some(match waited {
+            Ok(took) => format!(
+                "waited {:.1} s for a repair round first; then {snapshot}",
+                took.as_secs_f64()
+            ),
+            Err(e) => format!("wiped before repair: {e}; {snapshot}"),
+        })
+    }
+
     /// Drains node `node` (or cancels its drain) through its own gRPC port; a failure is a
     /// note for the report, not an error of the run.
     async fn drain(&self, node: usize, cancel: bool) -> Option<String> {
@@ -431,6 +491,25 @@ mod tests {
         let loss = firewall_rules(&alias, &window(FaultKind::Loss, 25));
         assert!(loss[&0].0[0].contains("numgen random mod 100 < 25 drop"));
         assert!(firewall_rules(&alias, &window(FaultKind::Isolate, 0))[&0].1[0].contains("drop"));
+    }
+
+    #[test]
+    fn effective_windows_follow_what_was_applied() {
+        let planned = [window(FaultKind::Wipe, 0), window(FaultKind::Kill, 0)];
+        let log = NemesisLog {
+            applied: vec![Applied {
+                started: Some(Duration::from_secs(40)),
+                healed: Some(Duration::from_secs(43)),
+                notes: Vec::new(),
+            }],
+            ..NemesisLog::default()
+        };
+        let effective = log.effective(&planned);
+        assert_eq!(
+            (effective[0].start, effective[0].length),
+            (Duration::from_secs(40), Duration::from_secs(3))
+        );
+        assert_eq!(effective[1], planned[1], "not applied: as planned");
     }
 
     #[test]

@@ -129,8 +129,11 @@ pub struct RunSummary<'a> {
     pub nodes: usize,
     /// Faulty duration.
     pub duration: Duration,
-    /// The schedule.
+    /// The windows as applied (see [`crate::nemesis::NemesisLog::effective`]); figures are
+    /// measured from these.
     pub windows: &'a [FaultWindow],
+    /// The windows as scheduled.
+    pub planned: &'a [FaultWindow],
     /// When each window really started and healed.
     pub applied: &'a [Applied],
     /// The history.
@@ -270,14 +273,17 @@ pub fn to_json(run: &RunSummary<'_>) -> serde_json::Value {
                 .iter()
                 .chain(std::iter::repeat(&Applied::default())),
         )
-        .map(|(w, applied)| {
+        .zip(run.planned)
+        .map(|((w, applied), planned)| {
             let f = window_figures(run, w);
             json!({
                 "kind": w.kind.name(), "describe": w.describe(), "node": w.node,
                 "victims": w.victims(), "observers": w.observers(), "param": w.param,
                 "nested": w.nested,
                 "start_s": w.start.as_secs_f64(), "end_s": w.end().as_secs_f64(),
-                "applied_start_s": secs(applied.started), "healed_s": secs(applied.healed),
+                "planned_start_s": planned.start.as_secs_f64(),
+                "planned_end_s": planned.end().as_secs_f64(),
+                "applied": applied.started.is_some() && applied.healed.is_some(),
                 "notes": applied.notes,
                 "ok": f.stats.ok, "failed": f.stats.failed, "unknown": f.stats.unknown,
                 "availability": f.stats.availability(),

@@ -115,13 +115,13 @@ pub fn feeder_of(config: &WorkloadConfig, client: usize, meter: usize) -> String
     format!("CHF-{}", (client + meter) % config.feeders.max(1))
 }
 
-/// Runs client `client` against `targets` (picked at random per request) until `stop`.
+/// Runs client `client` against `targets` (in turn) until `stop` is set.
 pub async fn run_client(
     client: usize,
     config: WorkloadConfig,
     targets: Vec<Client>,
     run_start: Instant,
-    stop: Instant,
+    stop: Arc<std::sync::atomic::AtomicBool>,
     history: Arc<Mutex<Vec<Op>>>,
 ) {
     let retry = RetryPolicy {
@@ -131,7 +131,7 @@ pub async fn run_client(
     };
     let targets: Vec<Client> = targets.into_iter().map(|t| t.with_retry(retry)).collect();
     let mut step = 0i64;
-    while Instant::now() < stop {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let readings: Vec<(String, i64, f64)> = (0..config.meters_per_client)
             .map(|m| {
                 (

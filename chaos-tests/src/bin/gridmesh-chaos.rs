@@ -11,6 +11,7 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -307,6 +308,14 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
     } = driven;
     violations.extend(log.violations.iter().cloned());
     violations.extend(proxy_violations(&cluster));
+    let planned = windows;
+    let windows = log.effective(&planned);
+    let length = windows
+        .iter()
+        .map(FaultWindow::end)
+        .max()
+        .unwrap_or_default();
+    let length = length.max(args.duration) + Duration::from_secs(3);
 
     let replicas = check_replicas(&cluster, &targets[0], args.replication_factor).await;
     violations.extend(replicas.violations.iter().cloned());
@@ -343,6 +352,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         nodes: args.nodes,
         duration: args.duration,
         windows: &windows,
+        planned: &planned,
         applied: &log.applied,
         history: &history,
         observations: &observations,
@@ -356,7 +366,8 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         max_rss_bytes: args.max_rss_mib << 20,
         replay,
     };
-    report::write_all(&args.out, &summary, args.duration + Duration::from_secs(3))?;
+    report::write_all(&args.out, &summary, length)?;
+    write_violations(&args.out, &summary)?;
     copy_logs(&cluster, &args.out)?;
     let passed = summary.passed();
     if !passed {
@@ -391,8 +402,9 @@ async fn drive(
     duration: Duration,
 ) -> anyhow::Result<Driven> {
     let start = Instant::now();
-    // Clients go on a little after the last fault so recovery is measured.
-    let stop = start + duration + Duration::from_secs(3);
+    // Clients go on until a little after the last fault healed, so recovery is measured, also
+    // when the nemesis ran late (a wipe waiting for replicas).
+    let stop = Arc::new(AtomicBool::new(false));
     let history = Arc::new(tokio::sync::Mutex::new(Vec::new()));
     let clients: Vec<_> = (0..config.clients)
         .map(|c| {
@@ -401,7 +413,7 @@ async fn drive(
                 config.clone(),
                 targets.to_vec(),
                 start,
-                stop,
+                stop.clone(),
                 history.clone(),
             ))
         })
@@ -410,6 +422,9 @@ async fn drive(
     let monitor = tokio::spawn(monitor::run(cluster.slots.clone(), start, stopped));
 
     let log = nemesis::run(cluster, windows, start).await?;
+    tokio::time::sleep_until((start + duration).max(Instant::now()).into()).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    stop.store(true, Ordering::Relaxed);
     for client in clients {
         client.await?;
     }
@@ -545,8 +560,11 @@ async fn check_replicas(
         return outcome;
     }
     match checker::replicas_converged(client, Duration::from_secs(120)).await {
-        Ok(took) => {
+        Ok((took, waited_for)) => {
             println!("replicas converged {took:?} after the views did");
+            if let Some(first) = waited_for {
+                println!("  (at first: {first})");
+            }
             outcome.converged_after = Some(took);
         }
         Err(e) => outcome.violations.push(e),
@@ -584,6 +602,22 @@ fn wipe_allowance(log: &NemesisLog, observations: &Observations) -> WipeAllowanc
         })
         .collect();
     WipeAllowance { shard_count, wipes }
+}
+
+/// Every violation, one per line, in `<out>/violations.txt` (the reports list the first ones).
+fn write_violations(out: &std::path::Path, summary: &RunSummary<'_>) -> anyhow::Result<()> {
+    let check = summary.check;
+    let all: Vec<&String> = check
+        .lost
+        .iter()
+        .chain(&check.duplicated)
+        .chain(&check.refused_but_stored)
+        .chain(&check.phantoms)
+        .chain(summary.other_violations)
+        .collect();
+    let text: String = all.iter().map(|v| format!("{v}\n")).collect();
+    std::fs::write(out.join("violations.txt"), text)?;
+    Ok(())
 }
 
 /// Copies every node's log to `<out>/logs/n<i>.log` (the data directories go with the run).
