@@ -117,7 +117,6 @@ pub async fn run(
             ..NemesisLog::default()
         },
         active: BTreeMap::new(),
-        last_heal_ms: crate::workload::now_ms(),
     };
     let mut result = Ok(());
     for (at, action, i) in actions(windows) {
@@ -143,8 +142,6 @@ struct Nemesis<'a> {
     log: NemesisLog,
     /// Windows started and not healed yet, with the nodes holding their nft tables.
     active: BTreeMap<usize, HashSet<usize>>,
-    /// Wall-clock ms of the latest heal (a wipe waits for repair rounds after it).
-    last_heal_ms: i64,
 }
 
 impl Nemesis<'_> {
@@ -177,7 +174,6 @@ impl Nemesis<'_> {
                 }
                 let healed = self.heal_fault(w, i).await;
                 self.active.remove(&i);
-                self.last_heal_ms = crate::workload::now_ms();
                 self.log.applied[i].healed = Some(self.now());
                 println!(
                     "[{:>6.1}s] healed #{} {}",
@@ -329,11 +325,11 @@ impl Nemesis<'_> {
         Ok(())
     }
 
-    /// Before a wipe: with replication, waits (bounded, 90 s) until every member finished an
-    /// anti-entropy round that began after the latest heal and no hinted write is pending, so
-    /// that the wipe removes one copy of each reading and never the last one (an earlier wipe's
-    /// node may not be refilled yet). Exact digest equality is not the test here: with writes
-    /// in flight the copies differ at any instant. Returns a note for the report.
+    /// Before a wipe: with replication, waits (bounded, 120 s) until every shard has been seen
+    /// converged since the previous steps (see [`crate::checker::each_shard_converged`]), so
+    /// that the wipe removes one copy of each reading and never the last one while an earlier
+    /// wiped node is still being refilled: that would be two failures, not one. Returns a note
+    /// for the report, with the widest replica differences at the moment of the wipe.
     async fn wait_for_copies(&self, victim: usize) -> Option<String> {
         let peer = self.cluster.running().into_iter().find(|n| *n != victim)?;
         let client = Client::connect(&self.cluster.nodes[peer].grpc_target())
@@ -343,17 +339,15 @@ impl Nemesis<'_> {
         if factor <= 1 {
             return None;
         }
-        let timeout = Duration::from_secs(90);
-        let waited = crate::checker::repaired_since(&client, self.last_heal_ms, timeout).await;
-        // What the replicas looked like when the wipe went ahead (with writes in flight a few
-        // shards differ by a handful of readings; a shard far behind explains later losses).
+        let timeout = Duration::from_secs(120);
+        let waited = crate::checker::each_shard_converged(&client, timeout).await;
         let snapshot = crate::checker::replica_snapshot(&client).await;
         Some(match waited {
             Ok(took) => format!(
-                "waited {:.1} s for a repair round first; then {snapshot}",
+                "waited {:.1} s until every shard was seen converged; then {snapshot}",
                 took.as_secs_f64()
             ),
-            Err(e) => format!("wiped before repair: {e}; {snapshot}"),
+            Err(e) => format!("wiped with replicas behind: {e}; {snapshot}"),
         })
     }
 
