@@ -27,10 +27,10 @@ if [ ! -x "$binary" ]; then
   exit 2
 fi
 
-# Copies $1 to $2/<name> and every library ldd lists to the same path under $2.
+# Copies $1 to $2/$3 and every library ldd lists to the same path under $2.
 rootfs_for() {
   local bin="$1" root="$2" name="$3"
-  mkdir -p "$root"
+  mkdir -p "$root/$(dirname "$name")"
   cp "$bin" "$root/$name"
   if ldd "$bin" >/dev/null 2>&1; then
     ldd "$bin" | grep -o '/[^ ]*' | sort -u | while read -r lib; do
@@ -57,7 +57,7 @@ if [ "${WITH_PROMETHEUS:-0}" = "1" ]; then
   fi
   pcontext="$(mktemp -d)"
   trap 'rm -rf "$context" "$pcontext"' EXIT
-  rootfs_for "$prometheus" "$pcontext/rootfs" prometheus
+  rootfs_for "$prometheus" "$pcontext/rootfs" bin/prometheus
   mkdir -p "$pcontext/rootfs/prometheus" "$pcontext/rootfs/etc/prometheus"
   cp "$here/prometheus.yml" "$pcontext/rootfs/etc/prometheus/prometheus.yml"
   cp "$here/Dockerfile.prometheus" "$pcontext/Dockerfile"
