@@ -6,17 +6,31 @@
 //! Every wait polls observable state with a deadline; nothing sleeps a fixed time to "let
 //! things settle".
 //!
-//! The chaos harness builds on it: [`schedule`] (the seeded nemesis schedule), [`workload`]
-//! (clients recording every request and its outcome), [`checker`] (history against storage)
-//! and [`report`]; the `gridmesh-chaos` binary runs them. See `chaos-tests/README.md`.
+//! A node can also run inside a network namespace ([`NodeProcess::in_namespace`]): it is then
+//! started with `ip netns exec <namespace> gridmesh serve ...` (the same process: `ip` execs
+//! the binary, so signals and `/proc/<pid>` reach the node itself).
+//!
+//! The chaos harness builds on it: [`schedule`] (the seeded nemesis schedule), [`netns`]
+//! (namespaces, nftables, tc), [`proxy`] (latency, slow and reset links between nodes),
+//! [`workload`] (clients recording every request and its outcome), [`monitor`] (members, shard
+//! maps, memory and gauges sampled during the run), [`checker`] (history against storage, and
+//! the cluster's own invariants) and [`report`] (JSON, Markdown and an SVG timeline); the
+//! `gridmesh-chaos` binary runs them. See `chaos-tests/README.md`.
 
 pub mod checker;
+pub mod cluster;
+pub mod docker;
+pub mod monitor;
+pub mod nemesis;
+pub mod netns;
+pub mod proxy;
 pub mod report;
 pub mod schedule;
+pub mod timeline;
 pub mod workload;
 
 use std::io::{Read, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{IpAddr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -33,6 +47,11 @@ pub const TEST_ADMIN: &str = "admin";
 /// Credentials of the test clusters' bootstrap admin.
 pub fn admin_credentials() -> gridmesh_proto::client::Credentials {
     gridmesh_proto::client::Credentials::password(TEST_ADMIN, TEST_ADMIN_PASSWORD)
+}
+
+/// A client of the node at `target` (`http://host:port`), logged in as the test bootstrap admin.
+pub async fn connect_admin(target: &str) -> anyhow::Result<gridmesh_proto::client::Client> {
+    Ok(gridmesh_proto::client::Client::connect_with(target, admin_credentials()).await?)
 }
 
 /// Path of the `gridmesh` binary: `GRIDMESH_BIN`, else next to the running test executable
@@ -93,7 +112,27 @@ pub struct NodeProcess {
     pub binary: PathBuf,
     /// Node name and cluster listener, when the node is part of a cluster.
     pub cluster: Option<(String, SocketAddr)>,
+    /// Network namespace the node runs in (`None`: the harness's own).
+    pub netns: Option<String>,
     child: Option<Child>,
+}
+
+/// Ports a node uses on its own address inside a namespace.
+pub const NETNS_PORTS: NodePorts = NodePorts {
+    grpc: 7100,
+    http: 7180,
+    cluster: 7200,
+};
+
+/// The ports of a node on an address of its own.
+#[derive(Debug, Clone, Copy)]
+pub struct NodePorts {
+    /// gRPC.
+    pub grpc: u16,
+    /// HTTP (`/metrics`, `/readyz`).
+    pub http: u16,
+    /// Node-to-node protocol.
+    pub cluster: u16,
 }
 
 impl NodeProcess {
@@ -108,9 +147,67 @@ impl NodeProcess {
             log_path: data_dir.with_extension("log"),
             binary: gridmesh_binary().unwrap_or_else(|_| PathBuf::from("gridmesh")),
             cluster: None,
+            netns: None,
             child: None,
         }
         .env("GRIDMESH_BOOTSTRAP_PASSWORD", TEST_ADMIN_PASSWORD))
+    }
+
+    /// A node inside network namespace `netns`, listening on `ip` (its own address there) with
+    /// [`NETNS_PORTS`]. Not started yet.
+    pub fn in_namespace(data_dir: &Path, netns: &str, ip: IpAddr) -> anyhow::Result<Self> {
+        let mut node = Self::new(data_dir)?;
+        node.grpc_addr = SocketAddr::new(ip, NETNS_PORTS.grpc);
+        node.http_addr = SocketAddr::new(ip, NETNS_PORTS.http);
+        node.netns = Some(netns.to_owned());
+        Ok(node)
+    }
+
+    /// Makes this node a cluster member named `name` listening on `listen` and telling its
+    /// peers to dial `advertise` (e.g. the proxy in front of it), seeded with `seeds`.
+    pub fn clustered_at(
+        mut self,
+        name: &str,
+        cookie: &str,
+        listen: SocketAddr,
+        advertise: SocketAddr,
+        seeds: &[SocketAddr],
+    ) -> Self {
+        self.cluster = Some((name.to_owned(), listen));
+        self.extra_args.extend([
+            "--name".to_owned(),
+            name.to_owned(),
+            "--cluster-addr".to_owned(),
+            listen.to_string(),
+        ]);
+        for seed in seeds {
+            self.extra_args.push("--seed".to_owned());
+            self.extra_args.push(seed.to_string());
+        }
+        self.env("GRIDMESH_COOKIE", cookie)
+            .env("GRIDMESH_CLUSTER__ADVERTISE_ADDR", &advertise.to_string())
+    }
+
+    /// The operating-system process id, while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().map(Child::id)
+    }
+
+    /// Whether the process was started and has not been reaped.
+    pub fn is_running(&self) -> bool {
+        self.child.is_some()
+    }
+
+    /// Deletes the data directory (the node must be stopped): the next start is empty.
+    pub fn wipe_data(&mut self) -> anyhow::Result<()> {
+        if self.child.is_some() {
+            bail!("wiping the data directory of a running node");
+        }
+        match std::fs::remove_dir_all(&self.data_dir) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e).context("removing the data directory"),
+        }
     }
 
     /// Makes this node a cluster member named `name` on a fresh loopback cluster port, with
@@ -171,7 +268,15 @@ impl NodeProcess {
             .create(true)
             .append(true)
             .open(&self.log_path)?;
-        let mut command = Command::new(&self.binary);
+        let mut command = match &self.netns {
+            Some(netns) => {
+                // `ip netns exec` enters the namespace and execs the binary: same pid.
+                let mut command = Command::new("ip");
+                command.args(["netns", "exec", netns]).arg(&self.binary);
+                command
+            }
+            None => Command::new(&self.binary),
+        };
         command
             .arg("serve")
             .arg("--data-dir")
@@ -281,10 +386,7 @@ impl NodeProcess {
 
     /// A client logged in as the bootstrap admin.
     pub async fn connect(&self) -> anyhow::Result<gridmesh_proto::client::Client> {
-        Ok(
-            gridmesh_proto::client::Client::connect_with(&self.grpc_target(), admin_credentials())
-                .await?,
-        )
+        connect_admin(&self.grpc_target()).await
     }
 }
 

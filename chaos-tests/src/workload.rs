@@ -59,6 +59,8 @@ pub enum Outcome {
 pub struct Op {
     /// Client index.
     pub client: usize,
+    /// Index of the node the request went to.
+    pub node: usize,
     /// Start, from the beginning of the run.
     pub start: Duration,
     /// Until the outcome was known.
@@ -67,6 +69,14 @@ pub struct Op {
     pub readings: Vec<(String, i64, f64)>,
     /// Outcome.
     pub outcome: Outcome,
+}
+
+/// Milliseconds since the Unix epoch, now.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as i64)
+        .unwrap_or(0)
 }
 
 /// Meter id of client `c`, meter `m`.
@@ -105,13 +115,13 @@ pub fn feeder_of(config: &WorkloadConfig, client: usize, meter: usize) -> String
     format!("CHF-{}", (client + meter) % config.feeders.max(1))
 }
 
-/// Runs client `client` against `targets` (picked at random per request) until `stop`.
+/// Runs client `client` against `targets` (in turn) until `stop` is set.
 pub async fn run_client(
     client: usize,
     config: WorkloadConfig,
     targets: Vec<Client>,
     run_start: Instant,
-    stop: Instant,
+    stop: Arc<std::sync::atomic::AtomicBool>,
     history: Arc<Mutex<Vec<Op>>>,
 ) {
     let retry = RetryPolicy {
@@ -121,7 +131,7 @@ pub async fn run_client(
     };
     let targets: Vec<Client> = targets.into_iter().map(|t| t.with_retry(retry)).collect();
     let mut step = 0i64;
-    while Instant::now() < stop {
+    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
         let readings: Vec<(String, i64, f64)> = (0..config.meters_per_client)
             .map(|m| {
                 (
@@ -143,11 +153,13 @@ pub async fn run_client(
                 })
                 .collect(),
         };
-        let target = &targets[(step as usize + client) % targets.len()];
+        let node = (step as usize + client) % targets.len();
+        let target = &targets[node];
         let started = Instant::now();
         let outcome = classify(target.push_batch(batch).await);
         history.lock().await.push(Op {
             client,
+            node,
             start: started - run_start,
             latency: started.elapsed(),
             readings,

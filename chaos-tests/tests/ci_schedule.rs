@@ -51,6 +51,7 @@ fn run_schedule(nodes: usize, seed: u64) {
         "{readings}"
     );
     assert_eq!(readings["lost"], 0);
+    assert_eq!(readings["duplicated"], 0);
     assert_eq!(readings["phantoms"], 0);
     let windows = report["windows"].as_array().expect("windows");
     let kinds: Vec<&str> = windows
