@@ -264,6 +264,9 @@ impl NodeProcess {
 
     /// Starts the process without waiting for readiness.
     pub fn spawn(&mut self) -> anyhow::Result<()> {
+        if let Some(parent) = self.log_path.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)

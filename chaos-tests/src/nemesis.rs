@@ -17,7 +17,6 @@ use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use gridmesh_proto::client::Client;
 use gridmesh_proto::v1::DrainNodeRequest;
 
 use crate::cluster::ClusterUnderTest;

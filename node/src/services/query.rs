@@ -6,7 +6,7 @@ use gridmesh_proto::v1::query_service_server::QueryService;
 use gridmesh_proto::v1::{
     GetAggregatesRequest, GetAggregatesResponse, GetFeederLoadRequest, GetFeederLoadResponse,
     GetForecastRequest, GetForecastResponse, GetMeterStatusRequest, GetReadingsRequest,
-    GetReadingsResponse, MeterStatus,
+    GetReadingsResponse, GetReliabilityRequest, GetReliabilityResponse, MeterStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -74,10 +74,28 @@ impl QueryService for QueryApi {
             .map(Response::new)
     }
 
+    async fn get_reliability(
+        &self,
+        request: Request<GetReliabilityRequest>,
+    ) -> Result<Response<GetReliabilityResponse>, Status> {
+        scope::feeder(&principal(&request)?, &request.get_ref().feeder_id)?;
+        self.api
+            .get_reliability(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
     async fn get_aggregates(
         &self,
         request: Request<GetAggregatesRequest>,
     ) -> Result<Response<GetAggregatesResponse>, Status> {
+        let me = principal(&request)?;
+        let req = request.get_ref();
+        if req.meter_id.is_empty() {
+            scope::feeder(&me, &req.feeder_id)?;
+        } else {
+            scope::meter(self.api.ctx(), &me, &req.meter_id).await?;
+        }
         self.api
             .get_aggregates(request.into_inner())
             .await
