@@ -8,6 +8,10 @@
 #   scripts/bench-e2e.sh                       # 5 runs, 5000 meters x 2 days (960k readings)
 #   RUNS=3 METERS=2000 DAYS=1 scripts/bench-e2e.sh
 #   BLOCK=24 scripts/bench-e2e.sh              # backlog-shaped batches (6 h per meter)
+#   GRIDMESH_ANALYTICS__ENABLED=false scripts/bench-e2e.sh   # the grid rules off
+#
+# Besides throughput it reports the node's CPU time per reading (user + system, from
+# /proc/<pid>/stat), which is what the analytics-on/off comparison in docs/benchmarks.md uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUNS=${RUNS:-5} METERS=${METERS:-5000} FEEDERS=${FEEDERS:-50} DAYS=${DAYS:-2}
@@ -40,9 +44,13 @@ sim() {
 
 echo "# $RUNS runs: $METERS meters, $DAYS days, batch $BATCH, $CONCURRENCY in flight, sync=$SYNC, block=$BLOCK"
 : >"$work/runs.jsonl"
+: >"$work/cpu.txt"
+ticks=$(getconf CLK_TCK)
 for i in $(seq "$RUNS"); do
   start_node
   sim | tee -a "$work/runs.jsonl"
+  # Node CPU seconds for the whole run (startup is a few ms).
+  awk -v t="$ticks" '{print ($14 + $15) / t}' "/proc/$node_pid/stat" | tee -a "$work/cpu.txt"
   stop_node
 done
 median=$(python3 - "$work/runs.jsonl" <<'PY'
@@ -52,6 +60,14 @@ print(int(statistics.median(r["throughput_rps"] for r in runs)))
 PY
 )
 echo "median throughput: $median readings/s"
+python3 - "$work/runs.jsonl" "$work/cpu.txt" <<'PY'
+import json, statistics, sys
+runs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+cpu = [float(l) for l in open(sys.argv[2]) if l.strip()]
+per = [c * 1e6 / r["accepted"] for c, r in zip(cpu, runs)]
+print(f"node CPU per reading: {statistics.median(per):.1f} us (runs: "
+      + ", ".join(f"{p:.1f}" for p in per) + ")")
+PY
 
 half=$((median / 2))
 echo "# latency at half that rate ($half readings/s), 3 runs"

@@ -30,8 +30,9 @@ use gridmesh_proto::v1::{
     AcknowledgeAlertRequest, Alert, DeadLetterInfo, DrainNodeRequest, DrainNodeResponse, FeederDay,
     GetAggregatesRequest, GetAggregatesResponse, GetFeederLoadRequest, GetFeederLoadResponse,
     GetForecastRequest, GetForecastResponse, GetMeterStatusRequest, GetNodeStatsRequest,
-    GetReadingsRequest, GetReadingsResponse, GetReplicaStatusRequest, GetReplicaStatusResponse,
-    ImportTopologyRequest, ImportTopologyResponse, ListAlertsRequest, ListAlertsResponse,
+    GetReadingsRequest, GetReadingsResponse, GetReliabilityRequest, GetReliabilityResponse,
+    GetReplicaStatusRequest, GetReplicaStatusResponse, ImportTopologyRequest,
+    ImportTopologyResponse, Interruption, ListAlertsRequest, ListAlertsResponse,
     ListDeadLettersRequest, ListDeadLettersResponse, MeterDay, MeterMonth, MeterStatus, NodeStats,
     PushAck, Reading, ReadingBatch, RejectReason, Rejection, RepairRequest, RepairResponse,
     ReplayDeadLettersRequest, ReplayDeadLettersResponse, ReplicaCopy, ReplicaNodeStatus,
@@ -742,6 +743,147 @@ impl Api {
                  (daily peaks)",
             )),
         }
+    }
+
+    /// Reliability indices of a feeder over `[from, to)`: the stored readings of its customer
+    /// meters are replayed, in time order, through the outage rules the feeder actor runs
+    /// live, so the indices count what the outage alerts saw. Reads go through
+    /// [`Api::get_readings`] (any copy, anywhere in the cluster), one week of every meter at a
+    /// time, so memory stays bounded by a week of one feeder.
+    pub async fn get_reliability(
+        &self,
+        req: GetReliabilityRequest,
+    ) -> Result<GetReliabilityResponse, Status> {
+        use gridmesh_analytics::outage::{MeterSignal, OutageRules, OutageTracker};
+        const MAX_DAYS: i64 = 400;
+        const WINDOW_MS: i64 = 7 * 86_400_000;
+        const MAX_LISTED: usize = 10_000;
+        check_feeder_id(&req.feeder_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let span = req.to_ts_ms.saturating_sub(req.from_ts_ms);
+        if span <= 0 || span > MAX_DAYS * 86_400_000 {
+            return Err(Status::invalid_argument(format!(
+                "[from_ts_ms, to_ts_ms) must be non-empty and at most {MAX_DAYS} days"
+            )));
+        }
+        let ctx = self.ctx.clone();
+        let id = req.feeder_id.clone();
+        let (info, meters) = blocking(move || {
+            let info = ctx
+                .store
+                .feeder_info(&id)
+                .map_err(|e| status::internal(&e))?;
+            let meters = ctx
+                .store
+                .meters_of_feeder(&id)
+                .map_err(|e| status::internal(&e))?;
+            Ok((info, meters))
+        })
+        .await?;
+        let info = info.ok_or_else(|| {
+            Status::not_found(format!("feeder {} is not registered", req.feeder_id))
+        })?;
+        let meters: Vec<(String, String)> = meters
+            .into_iter()
+            .filter(|(m, _)| *m != info.head_meter_id)
+            .collect();
+        let analytics = &self.ctx.config.analytics;
+        let rules = OutageRules {
+            confirm_ms: analytics.outage_confirm.as_millis() as i64,
+            silent_after_ms: analytics.meter_silent_after.as_millis() as i64,
+            ..OutageRules::default()
+        };
+        let mut tracker = OutageTracker::new(req.feeder_id.clone(), meters.clone(), rules)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        // A day before the range tells who was already out when it began; readings up to a
+        // day after it end the interruptions that began inside it.
+        let start = req.from_ts_ms.saturating_sub(86_400_000);
+        let end = req
+            .to_ts_ms
+            .saturating_add(86_400_000)
+            .min(crate::context::now_ms().max(req.to_ts_ms));
+        let mut unavailable = std::collections::BTreeSet::new();
+        let mut window = start;
+        while window < end {
+            let window_end = (window + WINDOW_MS).min(end);
+            // (time, meter index, signal): compact, since a week of a large feeder is
+            // hundreds of thousands of readings.
+            let mut signals: Vec<(i64, u32, MeterSignal)> = Vec::new();
+            for (index, (meter, _)) in meters.iter().enumerate() {
+                let readings = self
+                    .get_readings(GetReadingsRequest {
+                        meter_id: meter.clone(),
+                        from_ts_ms: window,
+                        to_ts_ms: window_end,
+                        resolution: Resolution::Raw as i32,
+                        limit: CLUSTER_MAX_SCAN as u32,
+                        local_only: false,
+                    })
+                    .await?;
+                if readings.truncated {
+                    return Err(Status::resource_exhausted(format!(
+                        "meter {meter} has more than {CLUSTER_MAX_SCAN} readings in one week;                          its readings cannot be replayed"
+                    )));
+                }
+                unavailable.extend(readings.unavailable_nodes);
+                for reading in &readings.readings {
+                    for s in crate::grid::signals_of(meter, reading) {
+                        let signal = match s.signal {
+                            crate::grid::SignalKind::Reading => MeterSignal::Reading,
+                            crate::grid::SignalKind::LastGasp => MeterSignal::LastGasp,
+                            crate::grid::SignalKind::Restore => MeterSignal::PowerRestore,
+                        };
+                        signals.push((s.ts_ms, index as u32, signal));
+                    }
+                }
+            }
+            signals.sort_by_key(|&(ts, index, _)| (ts, index));
+            // Time moves in 15-minute steps, as the live rules see it: silent meters are
+            // marked (and outages grouped) at each step before its signals are applied.
+            let mut step = None;
+            for (ts, index, signal) in signals {
+                let this_step = ts.div_euclid(crate::buckets::MIN15_MS);
+                if step != Some(this_step) {
+                    tracker.tick(this_step * crate::buckets::MIN15_MS);
+                    step = Some(this_step);
+                }
+                // Only registered meters are replayed: observe cannot refuse them.
+                let _ = tracker.observe(&meters[index as usize].0, signal, ts);
+            }
+            window = window_end;
+        }
+        // No tick past the newest reading: a meter counts as still out only if the readings
+        // of the others moved on without it.
+        let r = tracker.reliability(req.from_ts_ms, req.to_ts_ms);
+        let started = tracker
+            .interruptions()
+            .iter()
+            .filter(|i| i.start_ms >= req.from_ts_ms && i.start_ms < req.to_ts_ms);
+        let interruptions: Vec<Interruption> = started
+            .clone()
+            .take(MAX_LISTED)
+            .map(|i| Interruption {
+                meter_id: i.meter_id.clone(),
+                transformer_id: i.transformer_id.clone(),
+                start_ts_ms: i.start_ms,
+                end_ts_ms: i.end_ms,
+                momentary: i.momentary,
+            })
+            .collect();
+        Ok(GetReliabilityResponse {
+            feeder_id: req.feeder_id,
+            customers: r.customers,
+            sustained_interruptions: r.sustained_interruptions,
+            momentary_interruptions: r.momentary_interruptions,
+            customer_minutes: r.customer_minutes,
+            saifi: r.saifi,
+            saidi_min: r.saidi_min,
+            caidi_min: r.caidi_min.unwrap_or(0.0),
+            maifi: r.maifi,
+            interruptions_truncated: started.count() > interruptions.len(),
+            interruptions,
+            meters_down_at_end: tracker.meters_down() as u32,
+            unavailable_nodes: unavailable.into_iter().collect(),
+        })
     }
 
     /// A feeder's latest forecast, from the feeder's owner (its rules run there).

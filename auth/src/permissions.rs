@@ -131,6 +131,16 @@ pub const TABLE: &[Rule] = &[
         Access::Roles(READ_DATA),
         Scope::Feeders,
     ),
+    rule(
+        "/gridmesh.v1.QueryService/GetAggregates",
+        Access::Roles(READ_DATA),
+        Scope::Feeders,
+    ),
+    rule(
+        "/gridmesh.v1.QueryService/GetReliability",
+        Access::Roles(READ_STATUS),
+        Scope::Feeders,
+    ),
     // Alerts: every reading role sees them; operators (and admins) handle them; notification
     // plumbing is administration.
     rule(

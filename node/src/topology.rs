@@ -93,6 +93,14 @@ pub enum QueryCommand {
         #[command(flatten)]
         range: RangeArgs,
     },
+    /// Reliability of a feeder over the range: SAIFI, SAIDI, CAIDI, MAIFI and the
+    /// interruptions its customers had.
+    Reliability {
+        /// Feeder id.
+        feeder: String,
+        #[command(flatten)]
+        range: RangeArgs,
+    },
     /// The feeder's latest day-ahead load forecast (hourly means of the 15-minute values).
     Forecast {
         /// Feeder id.
@@ -443,9 +451,24 @@ pub async fn run_query(command: QueryCommand) -> anyhow::Result<()> {
         }
         QueryCommand::Readings { meter, range } => query_readings(meter, range).await,
         QueryCommand::Feeder { feeder, range } => query_feeder(feeder, range).await,
+        QueryCommand::Reliability { feeder, range } => {
+            let (from, to) = time_range(&range)?;
+            let client = crate::connect::connect(&range.target).await?;
+            let r = client
+                .query()
+                .get_reliability(gridmesh_proto::v1::GetReliabilityRequest {
+                    feeder_id: feeder,
+                    from_ts_ms: from,
+                    to_ts_ms: to,
+                })
+                .await?
+                .into_inner();
+            print_reliability(&r);
+            Ok(())
+        }
         QueryCommand::Aggregates { id, feeder, range } => {
             let (from, to) = time_range(&range)?;
-            let client = Client::connect(&range.target).await?;
+            let client = crate::connect::connect(&range.target).await?;
             let (meter_id, feeder_id) = if feeder {
                 (String::new(), id)
             } else {
@@ -709,5 +732,52 @@ mod tests {
         })
         .expect_err("unknown service type");
         assert!(err.to_string().contains("farm"));
+    }
+}
+
+/// A feeder's reliability indices and interruptions, as `gridmesh query reliability` and the
+/// demo print them.
+pub fn print_reliability(r: &gridmesh_proto::v1::GetReliabilityResponse) {
+    println!(
+        "feeder {}: {} customers, {} sustained and {} momentary interruptions, {:.0} \
+         customer-minutes",
+        r.feeder_id,
+        r.customers,
+        r.sustained_interruptions,
+        r.momentary_interruptions,
+        r.customer_minutes
+    );
+    println!(
+        "SAIFI {:.3}  SAIDI {:.1} min  CAIDI {:.1} min  MAIFI {:.3}",
+        r.saifi, r.saidi_min, r.caidi_min, r.maifi
+    );
+    for i in r.interruptions.iter().take(20) {
+        println!(
+            "  {:<14} {:<14} {} .. {} {}",
+            i.meter_id,
+            i.transformer_id,
+            format_ts(i.start_ts_ms),
+            format_ts(i.end_ts_ms),
+            if i.momentary {
+                "momentary"
+            } else {
+                "sustained"
+            }
+        );
+    }
+    if r.interruptions.len() > 20 || r.interruptions_truncated {
+        println!("  ... and more");
+    }
+    if r.meters_down_at_end > 0 {
+        println!(
+            "{} meters still without supply at the end of the data",
+            r.meters_down_at_end
+        );
+    }
+    if !r.unavailable_nodes.is_empty() {
+        println!(
+            "may be incomplete: {:?} did not answer",
+            r.unavailable_nodes
+        );
     }
 }

@@ -1,10 +1,12 @@
 //! Daily aggregates, billing determinants and feeder daily peaks over gRPC, checked against
-//! sums computed here from the readings sent.
+//! sums computed here from the readings sent; reliability indices from supply events sent.
 
 mod common;
 
 use common::*;
-use gridmesh_proto::v1::{GetAggregatesRequest, ReadingBatch};
+use gridmesh_proto::v1::{
+    GetAggregatesRequest, GetReliabilityRequest, MeterEventKind, Reading, ReadingBatch,
+};
 use tonic::Code;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -87,4 +89,115 @@ async fn aggregates_are_the_sums_of_the_readings() {
         .await
         .expect_err("too long");
     assert_eq!(e.code(), Code::InvalidArgument);
+}
+
+/// One day of ten meters on one transformer: three lose supply for 74 minutes (last gasp,
+/// then a restore), one for 3 minutes (momentary), one goes quiet for five hours without a
+/// last gasp (a lone silent meter: a communications fault, not an interruption).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reliability_counts_the_interruptions_the_meters_reported() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = node(dir.path(), &[]);
+    node.start().expect("start");
+    let client = connect(&node).await;
+    client
+        .registry()
+        .import_topology(topology(1, 10))
+        .await
+        .expect("topology");
+    let ts = |k: i64| base_ts() + (k + 1) * QUARTER_MS;
+    let gasp = |meter: &str, at: i64| Reading {
+        meter_id: meter.to_owned(),
+        ts_ms: at,
+        events: vec![MeterEventKind::LastGasp as i32],
+        ..Reading::default()
+    };
+    let mut readings = Vec::new();
+    for m in 0..10 {
+        let id = meter_id(m);
+        for k in 0..96 {
+            let mut r = reading(&id, k);
+            match (m, k) {
+                (0..=2, 40) => r = gasp(&id, ts(39) + 60_000),
+                (0..=2, 41..=43) | (7, 20..=39) => continue,
+                (0..=2, 44) => r.events.push(MeterEventKind::PowerRestore as i32),
+                (5, 60) => {
+                    readings.push(gasp(&id, ts(60) - 3 * 60_000));
+                    r.events.push(MeterEventKind::PowerRestore as i32);
+                }
+                _ => {}
+            }
+            readings.push(r);
+        }
+    }
+    for chunk in readings.chunks(200) {
+        let (ack, _) = client
+            .push_batch(ReadingBatch {
+                batch_id: 1,
+                readings: chunk.to_vec(),
+            })
+            .await
+            .expect("push");
+        assert!(ack.rejected.is_empty(), "{ack:?}");
+    }
+    let request = |feeder: &str, days: i64| GetReliabilityRequest {
+        feeder_id: feeder.into(),
+        from_ts_ms: base_ts(),
+        to_ts_ms: base_ts() + days * DAY_MS,
+    };
+    let r = client
+        .query()
+        .get_reliability(request("F-0", 1))
+        .await
+        .expect("reliability")
+        .into_inner();
+    assert_eq!(r.customers, 10, "{r:?}");
+    assert_eq!(r.sustained_interruptions, 3, "{r:?}");
+    assert_eq!(r.momentary_interruptions, 1, "{r:?}");
+    assert!((r.customer_minutes - 3.0 * 74.0).abs() < 1e-9, "{r:?}");
+    assert!(
+        (r.saifi - 0.3).abs() < 1e-9 && (r.saidi_min - 22.2).abs() < 1e-9,
+        "{r:?}"
+    );
+    assert!(
+        (r.caidi_min - 74.0).abs() < 1e-9 && (r.maifi - 0.1).abs() < 1e-9,
+        "{r:?}"
+    );
+    assert_eq!(r.meters_down_at_end, 0, "{r:?}");
+    let mut out: Vec<&str> = r
+        .interruptions
+        .iter()
+        .map(|i| i.meter_id.as_str())
+        .collect();
+    out.sort_unstable();
+    assert_eq!(out, ["T-0000", "T-0001", "T-0002", "T-0005"], "{r:?}");
+    for i in r.interruptions.iter().filter(|i| !i.momentary) {
+        assert_eq!((i.start_ts_ms, i.end_ts_ms), (ts(39) + 60_000, ts(44)));
+    }
+
+    // A range that ends before the interruptions began counts none of them.
+    let mut early = request("F-0", 1);
+    early.to_ts_ms = ts(30);
+    let r = client
+        .query()
+        .get_reliability(early)
+        .await
+        .expect("early")
+        .into_inner();
+    assert_eq!(
+        r.sustained_interruptions + r.momentary_interruptions,
+        0,
+        "{r:?}"
+    );
+
+    let e = client
+        .query()
+        .get_reliability(request("F-404", 1))
+        .await
+        .expect_err("unknown feeder");
+    assert_eq!(e.code(), Code::NotFound);
+    for bad in [request("F-0", 0), request("F-0", 401), request("", 1)] {
+        let e = client.query().get_reliability(bad).await.expect_err("bad");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    }
 }

@@ -110,6 +110,8 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("QueryService/GetMeterStatus", STATUS),
     ("QueryService/GetFeederLoad", STATUS),
     ("QueryService/GetForecast", DATA),
+    ("QueryService/GetAggregates", DATA),
+    ("QueryService/GetReliability", STATUS),
     ("AlertService/ListAlerts", STATUS),
     ("AlertService/WatchAlerts", STATUS),
     ("AlertService/AcknowledgeAlert", OPERATE),
@@ -251,6 +253,27 @@ async fn invoke(node: &NodeProcess, client: &Client, user: &str, method: &str, n
                 .query()
                 .get_forecast(GetForecastRequest {
                     feeder_id: "F-0".into(),
+                })
+                .await,
+        ),
+        "QueryService/GetAggregates" => code(
+            client
+                .query()
+                .get_aggregates(GetAggregatesRequest {
+                    feeder_id: "F-0".into(),
+                    from_ts_ms: base_ts(),
+                    to_ts_ms: base_ts() + DAY_MS,
+                    ..Default::default()
+                })
+                .await,
+        ),
+        "QueryService/GetReliability" => code(
+            client
+                .query()
+                .get_reliability(GetReliabilityRequest {
+                    feeder_id: "F-0".into(),
+                    from_ts_ms: base_ts(),
+                    to_ts_ms: base_ts() + DAY_MS,
                 })
                 .await,
         ),
@@ -1122,8 +1145,14 @@ print(json.dumps({"sub": claims["sub"], "token": mine}))
 /// Starts `node` expecting it to refuse; returns its log.
 fn refused(mut node: NodeProcess) -> String {
     node.spawn().expect("spawn");
-    let status = node.wait_exit(Duration::from_secs(30)).expect("the node exits");
-    assert!(!status.success(), "a production node started: {}", node.log());
+    let status = node
+        .wait_exit(Duration::from_secs(30))
+        .expect("the node exits");
+    assert!(
+        !status.success(),
+        "a production node started: {}",
+        node.log()
+    );
     node.log()
 }
 
@@ -1140,12 +1169,17 @@ fn production_mode_refuses_missing_and_published_secrets() {
         .expect("gen-certs.sh");
     assert!(made.success());
     let tls = |node: NodeProcess| {
-        node.env("GRIDMESH_TLS__GRPC_CERT_FILE", &certs.join("n0.pem").display().to_string())
-            .env("GRIDMESH_TLS__GRPC_KEY_FILE", &certs.join("n0.key").display().to_string())
+        node.env(
+            "GRIDMESH_TLS__GRPC_CERT_FILE",
+            &certs.join("n0.pem").display().to_string(),
+        )
+        .env(
+            "GRIDMESH_TLS__GRPC_KEY_FILE",
+            &certs.join("n0.key").display().to_string(),
+        )
     };
-    let production = |name: &str| {
-        node(&dir.path().join(name), &[]).env("GRIDMESH_NODE__MODE", "production")
-    };
+    let production =
+        |name: &str| node(&dir.path().join(name), &[]).env("GRIDMESH_NODE__MODE", "production");
 
     let log = refused(production("no-tls"));
     assert!(log.contains("requires TLS on gRPC"), "{log}");
@@ -1156,18 +1190,30 @@ fn production_mode_refuses_missing_and_published_secrets() {
     let own_key = gridmesh_auth::token::generate_key_line("prod-1", false);
     // NodeProcess gives every node the (published) test bootstrap password.
     let log = refused(tls(production("published-password")).env("GRIDMESH_JWT_KEYS", &own_key));
-    assert!(log.contains("bootstrap password") && log.contains("published"), "{log}");
+    assert!(
+        log.contains("bootstrap password") && log.contains("published"),
+        "{log}"
+    );
     let mut fresh = tls(production("no-password")).env("GRIDMESH_JWT_KEYS", &own_key);
-    fresh.env.retain(|(k, _)| k != "GRIDMESH_BOOTSTRAP_PASSWORD");
+    fresh
+        .env
+        .retain(|(k, _)| k != "GRIDMESH_BOOTSTRAP_PASSWORD");
     let log = refused(fresh);
     assert!(log.contains("never generated in production"), "{log}");
-    for secret in [own_key.split_whitespace().nth(2).expect("key"), TEST_ADMIN_PASSWORD] {
+    for secret in [
+        own_key.split_whitespace().nth(2).expect("key"),
+        TEST_ADMIN_PASSWORD,
+    ] {
         assert!(!log.contains(secret));
     }
 
     let mut good = tls(production("good")).env("GRIDMESH_JWT_KEYS", &own_key);
     good.env.retain(|(k, _)| k != "GRIDMESH_BOOTSTRAP_PASSWORD");
-    let good = good.env("GRIDMESH_BOOTSTRAP_PASSWORD", "an-operator-chosen-passphrase");
+    let good = good.env(
+        "GRIDMESH_BOOTSTRAP_PASSWORD",
+        "an-operator-chosen-passphrase",
+    );
     let mut good = good;
-    good.start().expect("a production node with every secret starts");
+    good.start()
+        .expect("a production node with every secret starts");
 }
