@@ -688,53 +688,6 @@ async fn query_feeder(feeder: String, range: RangeArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn csv_and_json_describe_the_same_topology() {
-        let generator =
-            crate::sim::Generator::new(crate::sim::SimConfig::ending_today(10, 2, 1, 1));
-        let request = ImportTopologyRequest {
-            feeders: generator.feeders(),
-            meters: generator.meters(),
-        };
-        let mut csv_bytes = Vec::new();
-        write_csv(&request, &mut csv_bytes).expect("write csv");
-        let from_csv =
-            from_file(parse_csv(&String::from_utf8(csv_bytes).expect("utf8")).expect("parse"))
-                .expect("convert");
-        let json = serde_json::to_string(&to_file(&request)).expect("json");
-        let from_json =
-            from_file(serde_json::from_str(&json).expect("parse json")).expect("convert");
-        assert_eq!(from_csv, request);
-        assert_eq!(from_json, request);
-    }
-
-    #[test]
-    fn bad_rows_are_reported_with_their_line() {
-        let header = "kind,id,feeder_id,transformer_id,nominal_voltage_v,service_type,has_pv,\
-                      rating_kva,head_meter_id";
-        let err =
-            parse_csv(&format!("{header}\nfeeder,F1,,,,,,,\n")).expect_err("feeder without rating");
-        assert!(format!("{err:#}").contains("row 2"), "{err:#}");
-        let err = from_file(TopologyFile {
-            feeders: vec![],
-            meters: vec![MeterRow {
-                meter_id: "m".into(),
-                feeder_id: "f".into(),
-                transformer_id: String::new(),
-                nominal_voltage_v: 230.0,
-                service_type: Some("farm".into()),
-                has_pv: false,
-            }],
-        })
-        .expect_err("unknown service type");
-        assert!(err.to_string().contains("farm"));
-    }
-}
-
 /// A feeder's reliability indices and interruptions, as `gridmesh query reliability` and the
 /// demo print them.
 pub fn print_reliability(r: &gridmesh_proto::v1::GetReliabilityResponse) {
@@ -779,5 +732,52 @@ pub fn print_reliability(r: &gridmesh_proto::v1::GetReliabilityResponse) {
             "may be incomplete: {:?} did not answer",
             r.unavailable_nodes
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csv_and_json_describe_the_same_topology() {
+        let generator =
+            crate::sim::Generator::new(crate::sim::SimConfig::ending_today(10, 2, 1, 1));
+        let request = ImportTopologyRequest {
+            feeders: generator.feeders(),
+            meters: generator.meters(),
+        };
+        let mut csv_bytes = Vec::new();
+        write_csv(&request, &mut csv_bytes).expect("write csv");
+        let from_csv =
+            from_file(parse_csv(&String::from_utf8(csv_bytes).expect("utf8")).expect("parse"))
+                .expect("convert");
+        let json = serde_json::to_string(&to_file(&request)).expect("json");
+        let from_json =
+            from_file(serde_json::from_str(&json).expect("parse json")).expect("convert");
+        assert_eq!(from_csv, request);
+        assert_eq!(from_json, request);
+    }
+
+    #[test]
+    fn bad_rows_are_reported_with_their_line() {
+        let header = "kind,id,feeder_id,transformer_id,nominal_voltage_v,service_type,has_pv,\
+                      rating_kva,head_meter_id";
+        let err =
+            parse_csv(&format!("{header}\nfeeder,F1,,,,,,,\n")).expect_err("feeder without rating");
+        assert!(format!("{err:#}").contains("row 2"), "{err:#}");
+        let err = from_file(TopologyFile {
+            feeders: vec![],
+            meters: vec![MeterRow {
+                meter_id: "m".into(),
+                feeder_id: "f".into(),
+                transformer_id: String::new(),
+                nominal_voltage_v: 230.0,
+                service_type: Some("farm".into()),
+                has_pv: false,
+            }],
+        })
+        .expect_err("unknown service type");
+        assert!(err.to_string().contains("farm"));
     }
 }
