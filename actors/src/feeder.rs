@@ -326,6 +326,7 @@ impl FeederState {
                             totals.head_export_wh += c.energy_export_wh;
                         } else {
                             totals.customer_net_wh += c.energy_import_wh - c.energy_export_wh;
+                            totals.customer_reactive_var += c.reactive_power_var;
                             meters.push(meter.clone());
                         }
                     }
@@ -411,6 +412,7 @@ mod tests {
             energy_export_wh: 0.0,
             reading_count: 1,
             head_meter: head,
+            reactive_power_var: 0.0,
         }
     }
 

@@ -187,6 +187,8 @@ pub struct FeederRules {
 pub struct IntervalTotals {
     /// Customer import minus export, Wh.
     pub customer_net_wh: f64,
+    /// Sum of the customer meters' mean reactive power, var.
+    pub customer_reactive_var: f64,
     /// Head meter import, Wh.
     pub head_import_wh: f64,
     /// Head meter export (PV pushing back towards the source), Wh.
@@ -323,7 +325,7 @@ impl FeederRules {
         let mut events = Vec::new();
         let p_w = totals.customer_net_wh * 3_600_000.0 / MIN15_MS as f64;
         if let Some(loading) = &mut self.loading
-            && let Ok(window) = loading.observe(start, start + MIN15_MS, p_w, 0.0)
+            && let Ok(window) = loading.observe(start, start + MIN15_MS, p_w, totals.customer_reactive_var)
         {
             events.extend(window.events);
         }
@@ -388,5 +390,49 @@ impl FeederRules {
         metrics::counter!("gridmesh_feeder_days_closed_total").increment(1);
         tracing::debug!(feeder = %self.feeder_id, day = done.day, "feeder day closed");
         events
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use gridmesh_analytics::alert::AlertKind;
+
+    use super::*;
+
+    fn rules() -> FeederRules {
+        let setup = FeederSetup {
+            feeder_id: "F".into(),
+            rating_kva: 100.0,
+            meters: (0..4).map(|i| (format!("M{i}"), "T".to_owned())).collect(),
+        };
+        FeederRules::new(&AnalyticsConfig::default(), setup).expect("analytics are on")
+    }
+
+    /// Judges `windows` intervals of `p_w` and `q_var`; the kinds raised.
+    fn raised(p_w: f64, q_var: f64, windows: i64) -> Vec<AlertKind> {
+        let mut rules = rules();
+        let totals = IntervalTotals {
+            customer_net_wh: p_w * MIN15_MS as f64 / 3_600_000.0,
+            customer_reactive_var: q_var,
+            ..IntervalTotals::default()
+        };
+        (0..windows)
+            .flat_map(|k| rules.judge(k * MIN15_MS, totals, &[]))
+            .filter_map(|e| match e {
+                AlertEvent::Raise(r) => Some(r.key.kind),
+                AlertEvent::Clear { .. } => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn loading_counts_reactive_power() {
+        // 95 kW alone is 95 % of 100 kVA: a warning (above 90 %), no overload.
+        let p_only = raised(95_000.0, 0.0, 4);
+        assert!(p_only.contains(&AlertKind::LoadingHigh), "{p_only:?}");
+        assert!(!p_only.contains(&AlertKind::Overload), "{p_only:?}");
+        // With 40 kvar the apparent power is 103 kVA: an overload.
+        let with_q = raised(95_000.0, 40_000.0, 4);
+        assert!(with_q.contains(&AlertKind::Overload), "{with_q:?}");
     }
 }

@@ -621,6 +621,11 @@ impl MeterActorState {
                 energy_export_wh: acc.energy_export_wh,
                 reading_count: acc.reading_count,
                 head_meter: self.is_head_meter,
+                reactive_power_var: if acc.reactive_count > 0 {
+                    acc.reactive_sum_var / f64::from(acc.reactive_count)
+                } else {
+                    0.0
+                },
             };
             let key =
                 keys::feeder_load_key(&self.info.feeder_id, acc.start_ts_ms, &self.info.meter_id);

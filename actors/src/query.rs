@@ -273,6 +273,7 @@ fn add_contribution(sums: &mut FeederSums, c: &FeederContribution) {
     } else {
         sums.customer_import_wh += c.energy_import_wh;
         sums.customer_export_wh += c.energy_export_wh;
+        sums.customer_reactive_varh += c.reactive_power_var * MIN15_MS as f64 / 3_600_000.0;
     }
 }
 
@@ -318,6 +319,7 @@ pub fn merge_feeder_shares(shares: Vec<FeederShare>, bucket: Bucket) -> Vec<Feed
         m.customer_energy_export_wh += b.customer_export_wh;
         m.head_energy_import_wh += b.head_import_wh;
         m.meters_reporting += b.meters;
+        m.customer_mean_reactive_var += b.customer_reactive_varh;
     }
     let mut quarters: BTreeMap<i64, f64> = BTreeMap::new();
     for ((_, start), q) in best_quarters {
@@ -338,6 +340,9 @@ pub fn merge_feeder_shares(shares: Vec<FeederShare>, bucket: Bucket) -> Vec<Feed
                 b.customer_energy_import_wh - b.customer_energy_export_wh,
                 bucket.len_ms(),
             );
+            // Summed as varh above; the mean over the bucket, like the active load.
+            b.customer_mean_reactive_var =
+                mean_load_w(b.customer_mean_reactive_var, bucket.len_ms());
             b
         })
         .collect()

@@ -108,6 +108,10 @@ async fn readings_go_in_and_come_back_exactly() {
     assert_eq!(load.intervals.len(), 1);
     assert_eq!(load.intervals[0].customer_energy_import_wh, 5.0 * per_meter);
     assert_eq!(load.intervals[0].meters_reporting, 5);
+    // Reactive power (reading k carries as many var as Wh) is the day's mean of the meters'
+    // sum: 16 quarter-hours of 5 meters over 96 quarter-hours.
+    let q = load.intervals[0].customer_mean_reactive_var;
+    assert!((q - 5.0 * per_meter / 96.0).abs() < 1e-9, "{q}");
 
     // Status reflects what was stored; a second push of the same readings only adds duplicates.
     let again: Vec<_> = (0..16).map(|k| reading(&meter_id(3), k)).collect();
