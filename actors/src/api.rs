@@ -31,8 +31,9 @@ use gridmesh_proto::v1::{
     GetAggregatesRequest, GetAggregatesResponse, GetFeederLoadRequest, GetFeederLoadResponse,
     GetForecastRequest, GetForecastResponse, GetMeterStatusRequest, GetNodeStatsRequest,
     GetReadingsRequest, GetReadingsResponse, GetReliabilityRequest, GetReliabilityResponse,
-    GetReplicaStatusRequest, GetReplicaStatusResponse, ImportTopologyRequest,
-    ImportTopologyResponse, Interruption, ListAlertsRequest, ListAlertsResponse,
+    GetReplicaStatusRequest, GetReplicaStatusResponse, GetValidatedIntervalsRequest,
+    GetValidatedIntervalsResponse, ValidatedInterval, EnergyChannel, MeterEventKind,
+    ImportTopologyRequest, ImportTopologyResponse, Interruption, ListAlertsRequest, ListAlertsResponse,
     ListDeadLettersRequest, ListDeadLettersResponse, MeterDay, MeterMonth, MeterStatus, NodeStats,
     PushAck, Reading, ReadingBatch, RejectReason, Rejection, RepairRequest, RepairResponse,
     ReplayDeadLettersRequest, ReplayDeadLettersResponse, ReplicaCopy, ReplicaNodeStatus,
@@ -743,6 +744,120 @@ impl Api {
                  (daily peaks)",
             )),
         }
+    }
+
+    /// A meter's 15-minute interval energy after VEE over `[from, to)`. The raw readings of the
+    /// range and of the like-day look-back on both sides are read (any copy in the cluster)
+    /// and run through [`gridmesh_analytics::vee::run_vee`]; days with a last gasp are not used
+    /// as like days. Nothing is written: estimates are derived on every call.
+    pub async fn get_validated_intervals(
+        &self,
+        req: GetValidatedIntervalsRequest,
+    ) -> Result<GetValidatedIntervalsResponse, Status> {
+        use gridmesh_analytics::time::LocalOffset;
+        use gridmesh_analytics::vee::{self, VeeConfig};
+        const MAX_DAYS: i64 = 92;
+        const DAY: i64 = 86_400_000;
+        check_meter_id(&req.meter_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let q = crate::buckets::MIN15_MS;
+        let from = req.from_ts_ms.div_euclid(q) * q;
+        let to = req.to_ts_ms.saturating_add(q - 1).div_euclid(q) * q;
+        if to <= from || to - from > MAX_DAYS * DAY {
+            return Err(Status::invalid_argument(format!(
+                "[from_ts_ms, to_ts_ms) must be non-empty and at most {MAX_DAYS} days"
+            )));
+        }
+        let export = match EnergyChannel::try_from(req.channel) {
+            Ok(EnergyChannel::Unspecified | EnergyChannel::Import) => false,
+            Ok(EnergyChannel::Export) => true,
+            Err(_) => {
+                return Err(Status::invalid_argument(format!(
+                    "unknown channel {}",
+                    req.channel
+                )));
+            }
+        };
+        let offset = LocalOffset::new(self.ctx.config.analytics.utc_offset_minutes)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let config = VeeConfig {
+            offset,
+            ..VeeConfig::default()
+        };
+        // Like days are looked for on both sides of a gap, up to the look-back; a day starts
+        // at local midnight, so the window starts on one.
+        let look = config.like_day_lookback_days as i64 * DAY;
+        let start = offset.day_start_ms(offset.day(from - look));
+        let newest = crate::context::now_ms().div_euclid(q) * q + q;
+        let end = (to + look).min(newest).max(to);
+        let readings = self
+            .get_readings(GetReadingsRequest {
+                meter_id: req.meter_id.clone(),
+                // A reading stamped t belongs to the interval holding t - 1.
+                from_ts_ms: start + 1,
+                to_ts_ms: end + 1,
+                resolution: Resolution::Raw as i32,
+                limit: CLUSTER_MAX_SCAN as u32,
+                local_only: false,
+            })
+            .await?;
+        if readings.truncated {
+            return Err(Status::resource_exhausted(format!(
+                "meter {} has more than {CLUSTER_MAX_SCAN} readings in the range and its \
+                 look-back; ask for a shorter range",
+                req.meter_id
+            )));
+        }
+        let n = ((end - start) / q) as usize;
+        let mut values: Vec<Option<f64>> = vec![None; n];
+        let mut outage_days = std::collections::BTreeSet::new();
+        for r in &readings.readings {
+            if r.events.contains(&(MeterEventKind::LastGasp as i32)) {
+                outage_days.insert(offset.day(r.ts_ms));
+            }
+            let value = if export {
+                r.interval_energy_export_wh
+            } else {
+                r.interval_energy_import_wh
+            };
+            let index = (r.ts_ms - 1 - start).div_euclid(q);
+            if let (Some(v), Ok(i)) = (value, usize::try_from(index))
+                && let Some(slot) = values.get_mut(i)
+            {
+                *slot = Some(slot.unwrap_or(0.0) + v);
+            }
+        }
+        let outcome = vee::run_vee(start, &values, &outage_days, &config)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let mut rules = vec![None; n];
+        for edit in &outcome.edits {
+            rules[edit.index] = Some(edit.rule);
+        }
+        let first = ((from - start) / q) as usize;
+        let last = ((to - start) / q) as usize;
+        let mut response = GetValidatedIntervalsResponse {
+            meter_id: req.meter_id,
+            unavailable_nodes: readings.unavailable_nodes,
+            ..GetValidatedIntervalsResponse::default()
+        };
+        for i in first..last {
+            let rule = rules[i];
+            match (values[i], rule) {
+                (Some(_), Some(_)) => {
+                    response.measured += 1;
+                    response.flagged += 1;
+                }
+                (Some(_), None) => response.measured += 1,
+                (None, Some(r)) if r.is_estimate() => response.estimated += 1,
+                (None, _) => response.unestimated += 1,
+            }
+            response.intervals.push(ValidatedInterval {
+                start_ts_ms: start + i as i64 * q,
+                energy_wh: outcome.values[i],
+                raw_energy_wh: values[i],
+                rule: rule.map_or(String::new(), |r| r.as_str().to_owned()),
+            });
+        }
+        Ok(response)
     }
 
     /// Reliability indices of a feeder over `[from, to)`: the stored readings of its customer

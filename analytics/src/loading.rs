@@ -291,11 +291,12 @@ impl PredictedOverloadMonitor {
                     value: 100.0 * peak / self.rating_va,
                     limit: self.threshold_percent,
                     message: format!(
-                        "forecast load of {} exceeds {} % of its {:.0} kVA rating from {at_ms} \
+                        "forecast load of {} exceeds {} % of its {:.0} kVA rating from {} \
                          (peak {:.1} %)",
                         self.asset.id,
                         self.threshold_percent,
                         self.rating_va / 1000.0,
+                        crate::time::format_utc(at_ms),
                         100.0 * peak / self.rating_va
                     ),
                 })]

@@ -458,13 +458,14 @@ impl OutageTracker {
             _ => (Severity::Minor, "meter out of supply (last gasp)"),
         };
         let message = format!(
-            "{} {}: {what}, {meters} meter(s) down since {since_ms}",
+            "{} {}: {what}, {meters} meter(s) down since {}",
             match key.asset.kind {
                 crate::alert::AssetKind::Meter => "meter",
                 crate::alert::AssetKind::Transformer => "transformer",
                 crate::alert::AssetKind::Feeder => "feeder",
             },
-            key.asset.id
+            key.asset.id,
+            crate::time::format_utc(since_ms)
         );
         Raise {
             key,

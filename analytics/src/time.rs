@@ -151,6 +151,21 @@ impl LocalOffset {
     }
 }
 
+/// `ts_ms` as `YYYY-MM-DD HH:MM UTC`, for alert messages people read.
+pub fn format_utc(ts_ms: i64) -> String {
+    let day = ts_ms.div_euclid(DAY_MS);
+    let minute = ts_ms.rem_euclid(DAY_MS) / MINUTE_MS;
+    let d = CivilDate::from_day(day);
+    format!(
+        "{:04}-{:02}-{:02} {:02}:{:02} UTC",
+        d.year,
+        d.month,
+        d.day,
+        minute / 60,
+        minute % 60
+    )
+}
+
 /// A proleptic Gregorian calendar date.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct CivilDate {
@@ -204,6 +219,14 @@ impl CivilDate {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn utc_times_are_formatted_for_people() {
+        assert_eq!(format_utc(0), "1970-01-01 00:00 UTC");
+        // 2016-02-29 23:59:59.999 and one ms before the epoch.
+        assert_eq!(format_utc(1_456_790_399_999), "2016-02-29 23:59 UTC");
+        assert_eq!(format_utc(-1), "1969-12-31 23:59 UTC");
+    }
 
     #[test]
     fn known_dates() {

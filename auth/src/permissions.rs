@@ -137,6 +137,11 @@ pub const TABLE: &[Rule] = &[
         Scope::Feeders,
     ),
     rule(
+        "/gridmesh.v1.QueryService/GetValidatedIntervals",
+        Access::Roles(READ_DATA),
+        Scope::Feeders,
+    ),
+    rule(
         "/gridmesh.v1.QueryService/GetReliability",
         Access::Roles(READ_STATUS),
         Scope::Feeders,

@@ -5,7 +5,8 @@ mod common;
 
 use common::*;
 use gridmesh_proto::v1::{
-    GetAggregatesRequest, GetReliabilityRequest, MeterEventKind, Reading, ReadingBatch,
+    EnergyChannel, GetAggregatesRequest, GetReliabilityRequest, GetValidatedIntervalsRequest,
+    MeterEventKind, Reading, ReadingBatch,
 };
 use tonic::Code;
 
@@ -198,6 +199,112 @@ async fn reliability_counts_the_interruptions_the_meters_reported() {
     assert_eq!(e.code(), Code::NotFound);
     for bad in [request("F-0", 0), request("F-0", 401), request("", 1)] {
         let e = client.query().get_reliability(bad).await.expect_err("bad");
+        assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+    }
+}
+
+/// Two weeks of one meter with the same daily shape every day, then holes: a 30-minute gap
+/// (interpolated), a 3-hour gap (like days), 7.5 hours of zeros (flagged, kept).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn vee_estimates_gaps_and_flags_runs_without_touching_the_readings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = node(dir.path(), &[]);
+    node.start().expect("start");
+    let client = connect(&node).await;
+    client
+        .registry()
+        .import_topology(topology(1, 1))
+        .await
+        .expect("topology");
+    let start = base_ts() - 12 * DAY_MS;
+    // Constant within each hour, so both estimates are exact.
+    let shape = |k: i64| 100.0 + 10.0 * ((k % 96) / 4) as f64;
+    let day = |d: i64, slot: i64| d * 96 + slot;
+    let gap = |k: i64| (day(10, 41)..=day(10, 42)).contains(&k);
+    let long_gap = |k: i64| (day(11, 20)..=day(11, 31)).contains(&k);
+    let zeros = |k: i64| (day(12, 0)..day(12, 30)).contains(&k);
+    let readings: Vec<Reading> = (0..14 * 96)
+        .filter(|&k| !gap(k) && !long_gap(k))
+        .map(|k| Reading {
+            meter_id: meter_id(0),
+            ts_ms: start + (k + 1) * QUARTER_MS,
+            interval_energy_import_wh: Some(if zeros(k) { 0.0 } else { shape(k) }),
+            ..Reading::default()
+        })
+        .collect();
+    for chunk in readings.chunks(500) {
+        let (ack, _) = client
+            .push_batch(ReadingBatch {
+                batch_id: 1,
+                readings: chunk.to_vec(),
+            })
+            .await
+            .expect("push");
+        assert!(ack.rejected.is_empty(), "{ack:?}");
+    }
+    let request = GetValidatedIntervalsRequest {
+        meter_id: meter_id(0),
+        from_ts_ms: start + 10 * DAY_MS,
+        to_ts_ms: start + 13 * DAY_MS,
+        channel: EnergyChannel::Import as i32,
+    };
+    let v = client
+        .query()
+        .get_validated_intervals(request.clone())
+        .await
+        .expect("validated")
+        .into_inner();
+    assert_eq!(v.intervals.len(), 3 * 96);
+    assert_eq!((v.estimated, v.flagged, v.unestimated), (14, 30, 0), "{v:?}");
+    assert_eq!(v.measured, 3 * 96 - 14);
+    for (i, interval) in v.intervals.iter().enumerate() {
+        let k = day(10, 0) + i as i64;
+        assert_eq!(interval.start_ts_ms, start + k * QUARTER_MS);
+        let (rule, raw, value) = match k {
+            _ if gap(k) => ("linear_interpolation", None, shape(k)),
+            _ if long_gap(k) => ("like_day", None, shape(k)),
+            _ if zeros(k) => ("zero_run", Some(0.0), 0.0),
+            _ => ("", Some(shape(k)), shape(k)),
+        };
+        assert_eq!(interval.rule, rule, "interval {k}");
+        assert_eq!(interval.raw_energy_wh, raw, "interval {k}");
+        let got = interval.energy_wh.expect("estimated");
+        assert!((got - value).abs() < 1e-9, "interval {k}: {got} vs {value}");
+    }
+    // The stored readings are untouched: the gaps are still gaps.
+    let raw = client
+        .query()
+        .get_readings(gridmesh_proto::v1::GetReadingsRequest {
+            meter_id: meter_id(0),
+            from_ts_ms: start + 10 * DAY_MS,
+            to_ts_ms: start + 13 * DAY_MS + 1,
+            resolution: gridmesh_proto::v1::Resolution::Raw as i32,
+            limit: 0,
+            local_only: false,
+        })
+        .await
+        .expect("raw")
+        .into_inner();
+    assert_eq!(raw.readings.len(), 3 * 96 - 14);
+
+    let mut unknown = request.clone();
+    unknown.meter_id = "T-9999".into();
+    let e = client
+        .query()
+        .get_validated_intervals(unknown)
+        .await
+        .expect_err("unknown meter");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let mut long = request.clone();
+    long.to_ts_ms = long.from_ts_ms + 93 * DAY_MS;
+    let mut channel = request;
+    channel.channel = 7;
+    for bad in [long, channel] {
+        let e = client
+            .query()
+            .get_validated_intervals(bad)
+            .await
+            .expect_err("bad");
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     }
 }

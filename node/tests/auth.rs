@@ -112,6 +112,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("QueryService/GetForecast", DATA),
     ("QueryService/GetAggregates", DATA),
     ("QueryService/GetReliability", STATUS),
+    ("QueryService/GetValidatedIntervals", DATA),
     ("AlertService/ListAlerts", STATUS),
     ("AlertService/WatchAlerts", STATUS),
     ("AlertService/AcknowledgeAlert", OPERATE),
@@ -264,6 +265,17 @@ async fn invoke(node: &NodeProcess, client: &Client, user: &str, method: &str, n
                     from_ts_ms: base_ts(),
                     to_ts_ms: base_ts() + DAY_MS,
                     ..Default::default()
+                })
+                .await,
+        ),
+        "QueryService/GetValidatedIntervals" => code(
+            client
+                .query()
+                .get_validated_intervals(GetValidatedIntervalsRequest {
+                    meter_id: "T-0000".into(),
+                    from_ts_ms: base_ts(),
+                    to_ts_ms: base_ts() + DAY_MS,
+                    channel: 0,
                 })
                 .await,
         ),

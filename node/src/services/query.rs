@@ -6,7 +6,8 @@ use gridmesh_proto::v1::query_service_server::QueryService;
 use gridmesh_proto::v1::{
     GetAggregatesRequest, GetAggregatesResponse, GetFeederLoadRequest, GetFeederLoadResponse,
     GetForecastRequest, GetForecastResponse, GetMeterStatusRequest, GetReadingsRequest,
-    GetReadingsResponse, GetReliabilityRequest, GetReliabilityResponse, MeterStatus,
+    GetReadingsResponse, GetReliabilityRequest, GetReliabilityResponse,
+    GetValidatedIntervalsRequest, GetValidatedIntervalsResponse, MeterStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -70,6 +71,18 @@ impl QueryService for QueryApi {
         scope::feeder(&principal(&request)?, &request.get_ref().feeder_id)?;
         self.api
             .get_forecast(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_validated_intervals(
+        &self,
+        request: Request<GetValidatedIntervalsRequest>,
+    ) -> Result<Response<GetValidatedIntervalsResponse>, Status> {
+        let me = principal(&request)?;
+        scope::meter(self.api.ctx(), &me, &request.get_ref().meter_id).await?;
+        self.api
+            .get_validated_intervals(request.into_inner())
             .await
             .map(Response::new)
     }
