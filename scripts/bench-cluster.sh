@@ -20,6 +20,9 @@ B=target/release/gridmesh
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 export GRIDMESH_COOKIE=bench-cookie-0123456789abcdef
+# Every node bootstraps the same admin; the CLI logs in as it.
+export GRIDMESH_BOOTSTRAP_PASSWORD=bench-bootstrap-passphrase GRIDMESH_USER=admin
+export GRIDMESH_PASSWORD=$GRIDMESH_BOOTSTRAP_PASSWORD
 ticks=$(getconf CLK_TCK)
 
 pids=()

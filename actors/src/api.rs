@@ -27,17 +27,18 @@ use gridmesh_proto::internal::{
     ReplicaStatus, ReplicaStatusRequest, alert_command, cluster_reply, cluster_request,
 };
 use gridmesh_proto::v1::{
-    AcknowledgeAlertRequest, Alert, DeadLetterInfo, DrainNodeRequest, DrainNodeResponse, FeederDay,
-    GetAggregatesRequest, GetAggregatesResponse, GetFeederLoadRequest, GetFeederLoadResponse,
-    GetForecastRequest, GetForecastResponse, GetMeterStatusRequest, GetNodeStatsRequest,
-    GetReadingsRequest, GetReadingsResponse, GetReliabilityRequest, GetReliabilityResponse,
-    GetReplicaStatusRequest, GetReplicaStatusResponse, GetValidatedIntervalsRequest,
-    GetValidatedIntervalsResponse, ValidatedInterval, EnergyChannel, MeterEventKind,
-    ImportTopologyRequest, ImportTopologyResponse, Interruption, ListAlertsRequest, ListAlertsResponse,
-    ListDeadLettersRequest, ListDeadLettersResponse, MeterDay, MeterMonth, MeterStatus, NodeStats,
-    PushAck, Reading, ReadingBatch, RejectReason, Rejection, RepairRequest, RepairResponse,
-    ReplayDeadLettersRequest, ReplayDeadLettersResponse, ReplicaCopy, ReplicaNodeStatus,
-    Resolution, ResolveAlertRequest, ShardReplicas, TouEnergy,
+    AcknowledgeAlertRequest, Alert, DeadLetterInfo, DrainNodeRequest, DrainNodeResponse,
+    EnergyChannel, FeederDay, GetAggregatesRequest, GetAggregatesResponse, GetFeederLoadRequest,
+    GetFeederLoadResponse, GetForecastRequest, GetForecastResponse, GetMeterStatusRequest,
+    GetNodeStatsRequest, GetReadingsRequest, GetReadingsResponse, GetReliabilityRequest,
+    GetReliabilityResponse, GetReplicaStatusRequest, GetReplicaStatusResponse,
+    GetValidatedIntervalsRequest, GetValidatedIntervalsResponse, ImportTopologyRequest,
+    ImportTopologyResponse, Interruption, ListAlertsRequest, ListAlertsResponse,
+    ListDeadLettersRequest, ListDeadLettersResponse, MeterDay, MeterEventKind, MeterMonth,
+    MeterStatus, NodeStats, PushAck, Reading, ReadingBatch, RejectReason, Rejection, RepairRequest,
+    RepairResponse, ReplayDeadLettersRequest, ReplayDeadLettersResponse, ReplicaCopy,
+    ReplicaNodeStatus, Resolution, ResolveAlertRequest, ShardReplicas, TouEnergy,
+    ValidatedInterval,
 };
 use tonic::{Code, Status};
 

@@ -325,7 +325,8 @@ impl FeederRules {
         let mut events = Vec::new();
         let p_w = totals.customer_net_wh * 3_600_000.0 / MIN15_MS as f64;
         if let Some(loading) = &mut self.loading
-            && let Ok(window) = loading.observe(start, start + MIN15_MS, p_w, totals.customer_reactive_var)
+            && let Ok(window) =
+                loading.observe(start, start + MIN15_MS, p_w, totals.customer_reactive_var)
         {
             events.extend(window.events);
         }

@@ -508,7 +508,10 @@ pub async fn run_query(command: QueryCommand) -> anyhow::Result<()> {
                 );
             }
             if !v.unavailable_nodes.is_empty() {
-                println!("may be incomplete: {:?} did not answer", v.unavailable_nodes);
+                println!(
+                    "may be incomplete: {:?} did not answer",
+                    v.unavailable_nodes
+                );
             }
             Ok(())
         }

@@ -255,7 +255,11 @@ async fn vee_estimates_gaps_and_flags_runs_without_touching_the_readings() {
         .expect("validated")
         .into_inner();
     assert_eq!(v.intervals.len(), 3 * 96);
-    assert_eq!((v.estimated, v.flagged, v.unestimated), (14, 30, 0), "{v:?}");
+    assert_eq!(
+        (v.estimated, v.flagged, v.unestimated),
+        (14, 30, 0),
+        "{v:?}"
+    );
     assert_eq!(v.measured, 3 * 96 - 14);
     for (i, interval) in v.intervals.iter().enumerate() {
         let k = day(10, 0) + i as i64;
@@ -276,7 +280,8 @@ async fn vee_estimates_gaps_and_flags_runs_without_touching_the_readings() {
         .query()
         .get_readings(gridmesh_proto::v1::GetReadingsRequest {
             meter_id: meter_id(0),
-            from_ts_ms: start + 10 * DAY_MS,
+            // Readings stamped in (from, to]: the intervals of the three days.
+            from_ts_ms: start + 10 * DAY_MS + 1,
             to_ts_ms: start + 13 * DAY_MS + 1,
             resolution: gridmesh_proto::v1::Resolution::Raw as i32,
             limit: 0,
