@@ -963,7 +963,7 @@ impl Api {
                     step = Some(this_step);
                 }
                 // Only registered meters are replayed: observe cannot refuse them.
-                let _ = tracker.observe(&meters[index as usize].0, signal, ts);
+                let _ = tracker.note(&meters[index as usize].0, signal, ts);
             }
             window = window_end;
         }

@@ -273,6 +273,7 @@ impl FeederRules {
     /// Outage signals from the feeder's meters.
     pub fn signals(&mut self, signals: &[OutageSignal]) -> Vec<AlertEvent> {
         let mut events = Vec::new();
+        let mut newest = None;
         for s in signals {
             let signal = match s.signal {
                 SignalKind::Reading => MeterSignal::Reading,
@@ -280,12 +281,16 @@ impl FeederRules {
                 SignalKind::Restore => MeterSignal::PowerRestore,
             };
             // A meter the tracker does not know (the head meter, or registered after
-            // activation) is skipped.
-            if let Ok(e) = self.outage.observe(&s.meter_id, signal, s.ts_ms) {
-                events.extend(e);
+            // activation) is skipped. The alerts are derived once for the whole batch below.
+            if self.outage.note(&s.meter_id, signal, s.ts_ms).is_ok() {
+                newest = newest.max(Some(s.ts_ms));
                 if signal != MeterSignal::LastGasp {
-                    let seen = self.last_seen.entry(s.meter_id.clone()).or_insert(s.ts_ms);
-                    *seen = (*seen).max(s.ts_ms);
+                    match self.last_seen.get_mut(&s.meter_id) {
+                        Some(seen) => *seen = (*seen).max(s.ts_ms),
+                        None => {
+                            self.last_seen.insert(s.meter_id.clone(), s.ts_ms);
+                        }
+                    }
                 }
             }
         }
@@ -294,6 +299,10 @@ impl FeederRules {
                 self.next = Some((now - 1).div_euclid(MIN15_MS) * MIN15_MS);
             }
             events.extend(self.outage.tick(now));
+        } else if let Some(newest) = newest {
+            // Too few meters have reported for a feeder time: judge at the newest signal, as
+            // each signal did before batches were evaluated once.
+            events.extend(self.outage.evaluate_at(newest));
         }
         events
     }

@@ -215,13 +215,22 @@ impl OutageTracker {
         Ok(tracker)
     }
 
-    /// Feeds one signal of one meter at `ts_ms`.
+    /// Feeds one signal of one meter at `ts_ms` and re-derives the alerts.
     pub fn observe(
         &mut self,
         meter_id: &str,
         signal: MeterSignal,
         ts_ms: i64,
     ) -> Result<Vec<AlertEvent>> {
+        self.note(meter_id, signal, ts_ms)?;
+        Ok(self.evaluate(ts_ms))
+    }
+
+    /// Applies one signal without re-deriving the alerts. Deriving them walks every meter of
+    /// the feeder, so a caller with a batch of signals notes them all and then calls
+    /// [`OutageTracker::tick`] (or [`OutageTracker::evaluate_at`]) once. Interruptions are
+    /// recorded here, exactly as [`OutageTracker::observe`] records them.
+    pub fn note(&mut self, meter_id: &str, signal: MeterSignal, ts_ms: i64) -> Result<()> {
         let Some(meter) = self.meters.get_mut(meter_id) else {
             return Err(AnalyticsError::InvalidInput(format!(
                 "meter {meter_id} is not registered on feeder {}",
@@ -256,7 +265,12 @@ impl OutageTracker {
         if let Some(down) = restored {
             self.record(meter_id, down, ts_ms);
         }
-        Ok(self.evaluate(ts_ms))
+        Ok(())
+    }
+
+    /// Re-derives the alerts at `now_ms` without marking silent meters.
+    pub fn evaluate_at(&mut self, now_ms: i64) -> Vec<AlertEvent> {
+        self.evaluate(now_ms)
     }
 
     /// Marks silent meters and re-evaluates at `now_ms`.

@@ -211,4 +211,37 @@ proptest! {
             prop_assert_eq!(i.momentary, i.end_ms - i.start_ms < 5 * MIN);
         }
     }
+
+    /// Noting a batch of signals and evaluating once records the same interruptions as
+    /// observing them one by one, and ends with the same meters down.
+    #[test]
+    fn batched_notes_record_what_single_observations_record(
+        steps in prop::collection::vec((0usize..10, 0u8..3, 0i64..20), 1..120),
+        batch in 1usize..12,
+    ) {
+        let (mut single, mut batched) = (tracker(), tracker());
+        let ids: Vec<String> = single.meters.keys().cloned().collect();
+        let mut now = 0;
+        let signals: Vec<(usize, MeterSignal, i64)> = steps
+            .into_iter()
+            .map(|(meter, action, minutes)| {
+                now += minutes * MIN;
+                let signal = match action {
+                    0 => MeterSignal::LastGasp,
+                    1 => MeterSignal::PowerRestore,
+                    _ => MeterSignal::Reading,
+                };
+                (meter, signal, now)
+            })
+            .collect();
+        for chunk in signals.chunks(batch) {
+            for &(meter, signal, ts) in chunk {
+                single.observe(&ids[meter], signal, ts).unwrap();
+                batched.note(&ids[meter], signal, ts).unwrap();
+            }
+            batched.evaluate_at(chunk[chunk.len() - 1].2);
+        }
+        prop_assert_eq!(single.interruptions(), batched.interruptions());
+        prop_assert_eq!(single.meters_down(), batched.meters_down());
+    }
 }
