@@ -747,6 +747,147 @@ impl Api {
         }
     }
 
+    /// A meter's 15-minute series of one energy channel over `[start, end)` (both on interval
+    /// boundaries) from its raw readings anywhere in the cluster: the interval starting at `t`
+    /// holds the readings stamped in `(t, t + 15 min]`. Also the times of its last gasps and
+    /// the nodes that did not answer.
+    async fn quarter_series(
+        &self,
+        meter_id: &str,
+        start: i64,
+        end: i64,
+        export: bool,
+    ) -> Result<(Vec<Option<f64>>, Vec<i64>, Vec<String>), Status> {
+        let q = crate::buckets::MIN15_MS;
+        let readings = self
+            .get_readings(GetReadingsRequest {
+                meter_id: meter_id.to_owned(),
+                from_ts_ms: start + 1,
+                to_ts_ms: end + 1,
+                resolution: Resolution::Raw as i32,
+                limit: CLUSTER_MAX_SCAN as u32,
+                local_only: false,
+            })
+            .await?;
+        if readings.truncated {
+            return Err(Status::resource_exhausted(format!(
+                "meter {meter_id} has more than {CLUSTER_MAX_SCAN} readings in the range and \
+                 its look-back; ask for a shorter range"
+            )));
+        }
+        let n = ((end - start) / q) as usize;
+        let mut values: Vec<Option<f64>> = vec![None; n];
+        let mut supply_lost = Vec::new();
+        for r in &readings.readings {
+            if r.events.contains(&(MeterEventKind::LastGasp as i32)) {
+                supply_lost.push(r.ts_ms);
+            }
+            let value = if export {
+                r.interval_energy_export_wh
+            } else {
+                r.interval_energy_import_wh
+            };
+            let index = (r.ts_ms - 1 - start).div_euclid(q);
+            if let (Some(v), Ok(i)) = (value, usize::try_from(index))
+                && let Some(slot) = values.get_mut(i)
+            {
+                *slot = Some(slot.unwrap_or(0.0) + v);
+            }
+        }
+        Ok((values, supply_lost, readings.unavailable_nodes))
+    }
+
+    /// A meter's anomalies over `[from, to)`: the anomaly rules run over its stored import
+    /// energy from nine weeks before the range (the step rule's baseline needs about eight)
+    /// to its end, and every condition open at some time in the range is returned.
+    pub async fn get_meter_anomalies(
+        &self,
+        req: GetMeterAnomaliesRequest,
+    ) -> Result<GetMeterAnomaliesResponse, Status> {
+        use gridmesh_analytics::alert::{AlertEvent, Severity};
+        use gridmesh_analytics::anomaly::{AnomalyRules, MeterAnomalyDetector};
+        use gridmesh_analytics::time::LocalOffset;
+        const MAX_DAYS: i64 = 92;
+        const WARM_UP_DAYS: i64 = 63;
+        const DAY: i64 = 86_400_000;
+        check_meter_id(&req.meter_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
+        let q = crate::buckets::MIN15_MS;
+        let from = req.from_ts_ms.div_euclid(q) * q;
+        let to = req.to_ts_ms.saturating_add(q - 1).div_euclid(q) * q;
+        if to <= from || to - from > MAX_DAYS * DAY {
+            return Err(Status::invalid_argument(format!(
+                "[from_ts_ms, to_ts_ms) must be non-empty and at most {MAX_DAYS} days"
+            )));
+        }
+        let analytics = &self.ctx.config.analytics;
+        let offset = LocalOffset::new(analytics.utc_offset_minutes)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let rules = AnomalyRules {
+            offset,
+            z_threshold: analytics.anomaly_z_threshold,
+            ..AnomalyRules::default()
+        };
+        let mut detector = MeterAnomalyDetector::new(req.meter_id.clone(), rules)
+            .map_err(|e| Status::internal(e.to_string()))?;
+        let start = offset.day_start_ms(offset.day(from - WARM_UP_DAYS * DAY));
+        let (values, _, unavailable) = self.quarter_series(&req.meter_id, start, to, false).await?;
+        // Conditions by key: the open one, and the closed ones in order.
+        let mut open: BTreeMap<String, MeterAnomaly> = BTreeMap::new();
+        let mut closed: Vec<MeterAnomaly> = Vec::new();
+        let mut intervals = 0;
+        for (i, value) in values.iter().enumerate() {
+            let Some(value) = value else {
+                continue;
+            };
+            let interval_start = start + i as i64 * q;
+            if interval_start >= from {
+                intervals += 1;
+            }
+            for event in detector.observe_interval(interval_start, *value).events {
+                match event {
+                    AlertEvent::Raise(r) => {
+                        let key = r.key.dedup_key();
+                        open.entry(key).or_insert_with(|| MeterAnomaly {
+                            kind: r.key.kind.as_str().to_owned(),
+                            severity: match r.severity {
+                                Severity::Info => "info",
+                                Severity::Minor => "minor",
+                                Severity::Major => "major",
+                                Severity::Critical => "critical",
+                            }
+                            .to_owned(),
+                            since_ts_ms: r.since_ts_ms,
+                            raised_ts_ms: r.ts_ms,
+                            cleared_ts_ms: 0,
+                            value: r.value,
+                            limit: r.limit,
+                            message: r.message,
+                        });
+                    }
+                    AlertEvent::Clear { key, ts_ms, .. } => {
+                        if let Some(mut a) = open.remove(&key.dedup_key()) {
+                            a.cleared_ts_ms = ts_ms;
+                            closed.push(a);
+                        }
+                    }
+                }
+            }
+        }
+        let mut anomalies: Vec<MeterAnomaly> = closed
+            .into_iter()
+            .filter(|a| a.cleared_ts_ms > from)
+            .chain(open.into_values())
+            .filter(|a| a.raised_ts_ms < to)
+            .collect();
+        anomalies.sort_by_key(|a| (a.since_ts_ms, a.raised_ts_ms));
+        Ok(GetMeterAnomaliesResponse {
+            meter_id: req.meter_id,
+            anomalies,
+            intervals,
+            unavailable_nodes: unavailable,
+        })
+    }
+
     /// A meter's 15-minute interval energy after VEE over `[from, to)`. The raw readings of the
     /// range and of the like-day look-back on both sides are read (any copy in the cluster)
     /// and run through [`gridmesh_analytics::vee::run_vee`]; days with a last gasp are not used
@@ -790,43 +931,12 @@ impl Api {
         let start = offset.day_start_ms(offset.day(from - look));
         let newest = crate::context::now_ms().div_euclid(q) * q + q;
         let end = (to + look).min(newest).max(to);
-        let readings = self
-            .get_readings(GetReadingsRequest {
-                meter_id: req.meter_id.clone(),
-                // A reading stamped t belongs to the interval holding t - 1.
-                from_ts_ms: start + 1,
-                to_ts_ms: end + 1,
-                resolution: Resolution::Raw as i32,
-                limit: CLUSTER_MAX_SCAN as u32,
-                local_only: false,
-            })
+        let (values, supply_lost, unavailable) = self
+            .quarter_series(&req.meter_id, start, end, export)
             .await?;
-        if readings.truncated {
-            return Err(Status::resource_exhausted(format!(
-                "meter {} has more than {CLUSTER_MAX_SCAN} readings in the range and its \
-                 look-back; ask for a shorter range",
-                req.meter_id
-            )));
-        }
-        let n = ((end - start) / q) as usize;
-        let mut values: Vec<Option<f64>> = vec![None; n];
-        let mut outage_days = std::collections::BTreeSet::new();
-        for r in &readings.readings {
-            if r.events.contains(&(MeterEventKind::LastGasp as i32)) {
-                outage_days.insert(offset.day(r.ts_ms));
-            }
-            let value = if export {
-                r.interval_energy_export_wh
-            } else {
-                r.interval_energy_import_wh
-            };
-            let index = (r.ts_ms - 1 - start).div_euclid(q);
-            if let (Some(v), Ok(i)) = (value, usize::try_from(index))
-                && let Some(slot) = values.get_mut(i)
-            {
-                *slot = Some(slot.unwrap_or(0.0) + v);
-            }
-        }
+        let outage_days: std::collections::BTreeSet<i64> =
+            supply_lost.iter().map(|ts| offset.day(*ts)).collect();
+        let n = values.len();
         let outcome = vee::run_vee(start, &values, &outage_days, &config)
             .map_err(|e| Status::internal(e.to_string()))?;
         let mut rules = vec![None; n];
@@ -837,7 +947,7 @@ impl Api {
         let last = ((to - start) / q) as usize;
         let mut response = GetValidatedIntervalsResponse {
             meter_id: req.meter_id,
-            unavailable_nodes: readings.unavailable_nodes,
+            unavailable_nodes: unavailable,
             ..GetValidatedIntervalsResponse::default()
         };
         for i in first..last {

@@ -142,6 +142,11 @@ pub const TABLE: &[Rule] = &[
         Scope::Feeders,
     ),
     rule(
+        "/gridmesh.v1.QueryService/GetMeterAnomalies",
+        Access::Roles(READ_DATA),
+        Scope::Feeders,
+    ),
+    rule(
         "/gridmesh.v1.QueryService/GetReliability",
         Access::Roles(READ_STATUS),
         Scope::Feeders,

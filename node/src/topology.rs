@@ -107,6 +107,14 @@ pub enum QueryCommand {
         #[command(flatten)]
         range: RangeArgs,
     },
+    /// A meter's consumption anomalies over the range (deviations, zero and frozen runs,
+    /// theft-like steps down).
+    Anomalies {
+        /// Meter id.
+        meter: String,
+        #[command(flatten)]
+        range: RangeArgs,
+    },
     /// Reliability of a feeder over the range: SAIFI, SAIDI, CAIDI, MAIFI and the
     /// interruptions its customers had.
     Reliability {
@@ -511,6 +519,40 @@ pub async fn run_query(command: QueryCommand) -> anyhow::Result<()> {
                 println!(
                     "may be incomplete: {:?} did not answer",
                     v.unavailable_nodes
+                );
+            }
+            Ok(())
+        }
+        QueryCommand::Anomalies { meter, range } => {
+            let (from, to) = time_range(&range)?;
+            let client = crate::connect::connect(&range.target).await?;
+            let a = client
+                .query()
+                .get_meter_anomalies(gridmesh_proto::v1::GetMeterAnomaliesRequest {
+                    meter_id: meter,
+                    from_ts_ms: from,
+                    to_ts_ms: to,
+                })
+                .await?
+                .into_inner();
+            println!(
+                "meter {}: {} anomalies in {} intervals with data",
+                a.meter_id,
+                a.anomalies.len(),
+                a.intervals
+            );
+            for x in &a.anomalies {
+                let cleared = if x.cleared_ts_ms == 0 {
+                    "open".to_owned()
+                } else {
+                    format!("cleared {}", format_ts(x.cleared_ts_ms))
+                };
+                println!(
+                    "  {:<22} {:<8} since {} ({cleared}): {}",
+                    x.kind,
+                    x.severity,
+                    format_ts(x.since_ts_ms),
+                    x.message
                 );
             }
             Ok(())

@@ -5,8 +5,8 @@ mod common;
 
 use common::*;
 use gridmesh_proto::v1::{
-    EnergyChannel, GetAggregatesRequest, GetReliabilityRequest, GetValidatedIntervalsRequest,
-    MeterEventKind, Reading, ReadingBatch,
+    EnergyChannel, GetAggregatesRequest, GetMeterAnomaliesRequest, GetReliabilityRequest,
+    GetValidatedIntervalsRequest, MeterEventKind, Reading, ReadingBatch,
 };
 use tonic::Code;
 
@@ -312,4 +312,105 @@ async fn vee_estimates_gaps_and_flags_runs_without_touching_the_readings() {
             .expect_err("bad");
         assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
     }
+}
+
+/// Ten weeks of one meter with a daily shape and a weekly rhythm; on day 60 it reads zero for
+/// two and a half hours where it usually consumes, and from day 63 on it reports 35 % less
+/// (theft-like). Both are found in the last two weeks; the eight weeks before are quiet.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn anomalies_find_zero_runs_and_steps_down() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = node(dir.path(), &[]);
+    node.start().expect("start");
+    let client = connect(&node).await;
+    client
+        .registry()
+        .import_topology(topology(1, 1))
+        .await
+        .expect("topology");
+    let start = base_ts() - 68 * DAY_MS;
+    let shape = |k: i64| {
+        let slot = k % 96;
+        let weekday = (k / 96) % 7;
+        100.0 + 10.0 * (slot / 4) as f64 + 5.0 * weekday as f64 + (k % 5) as f64
+    };
+    let value = |k: i64| match (k / 96, k % 96) {
+        (60, 40..=49) => 0.0,
+        (d, _) if d >= 63 => 0.65 * shape(k),
+        _ => shape(k),
+    };
+    let readings: Vec<Reading> = (0..70 * 96)
+        .map(|k| Reading {
+            meter_id: meter_id(0),
+            ts_ms: start + (k + 1) * QUARTER_MS,
+            interval_energy_import_wh: Some(value(k)),
+            ..Reading::default()
+        })
+        .collect();
+    for chunk in readings.chunks(1000) {
+        let (ack, _) = client
+            .push_batch(ReadingBatch {
+                batch_id: 1,
+                readings: chunk.to_vec(),
+            })
+            .await
+            .expect("push");
+        assert!(ack.rejected.is_empty(), "{ack:?}");
+    }
+    let request = |from_day: i64, to_day: i64| GetMeterAnomaliesRequest {
+        meter_id: meter_id(0),
+        from_ts_ms: start + from_day * DAY_MS,
+        to_ts_ms: start + to_day * DAY_MS,
+    };
+    let a = client
+        .query()
+        .get_meter_anomalies(request(56, 70))
+        .await
+        .expect("anomalies")
+        .into_inner();
+    assert_eq!(a.intervals, 14 * 96, "{a:?}");
+    let kinds: Vec<&str> = a.anomalies.iter().map(|x| x.kind.as_str()).collect();
+    assert!(kinds.contains(&"zero_run"), "{a:?}");
+    assert!(kinds.contains(&"consumption_step"), "{a:?}");
+    let zero = a
+        .anomalies
+        .iter()
+        .find(|x| x.kind == "zero_run")
+        .expect("zero run");
+    assert_eq!(
+        zero.since_ts_ms,
+        start + (60 * 96 + 40) * QUARTER_MS,
+        "{zero:?}"
+    );
+    assert!(zero.cleared_ts_ms > zero.raised_ts_ms, "{zero:?}");
+    let step = a
+        .anomalies
+        .iter()
+        .find(|x| x.kind == "consumption_step")
+        .expect("step");
+    assert!(step.since_ts_ms >= start + 63 * DAY_MS, "{step:?}");
+    assert_eq!(step.cleared_ts_ms, 0, "still open at the end: {step:?}");
+
+    let quiet = client
+        .query()
+        .get_meter_anomalies(request(28, 56))
+        .await
+        .expect("quiet weeks")
+        .into_inner();
+    assert!(quiet.anomalies.is_empty(), "{quiet:?}");
+
+    let mut unknown = request(56, 70);
+    unknown.meter_id = "T-9999".into();
+    let e = client
+        .query()
+        .get_meter_anomalies(unknown)
+        .await
+        .expect_err("unknown");
+    assert_eq!(e.code(), Code::NotFound, "{e:?}");
+    let e = client
+        .query()
+        .get_meter_anomalies(request(0, 93))
+        .await
+        .expect_err("too long");
+    assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 }

@@ -113,6 +113,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("QueryService/GetAggregates", DATA),
     ("QueryService/GetReliability", STATUS),
     ("QueryService/GetValidatedIntervals", DATA),
+    ("QueryService/GetMeterAnomalies", DATA),
     ("AlertService/ListAlerts", STATUS),
     ("AlertService/WatchAlerts", STATUS),
     ("AlertService/AcknowledgeAlert", OPERATE),
@@ -276,6 +277,16 @@ async fn invoke(node: &NodeProcess, client: &Client, user: &str, method: &str, n
                     from_ts_ms: base_ts(),
                     to_ts_ms: base_ts() + DAY_MS,
                     channel: 0,
+                })
+                .await,
+        ),
+        "QueryService/GetMeterAnomalies" => code(
+            client
+                .query()
+                .get_meter_anomalies(GetMeterAnomaliesRequest {
+                    meter_id: "T-0000".into(),
+                    from_ts_ms: base_ts(),
+                    to_ts_ms: base_ts() + DAY_MS,
                 })
                 .await,
         ),

@@ -5,9 +5,10 @@ use gridmesh_actors::api::Api;
 use gridmesh_proto::v1::query_service_server::QueryService;
 use gridmesh_proto::v1::{
     GetAggregatesRequest, GetAggregatesResponse, GetFeederLoadRequest, GetFeederLoadResponse,
-    GetForecastRequest, GetForecastResponse, GetMeterStatusRequest, GetReadingsRequest,
-    GetReadingsResponse, GetReliabilityRequest, GetReliabilityResponse,
-    GetValidatedIntervalsRequest, GetValidatedIntervalsResponse, MeterStatus,
+    GetForecastRequest, GetForecastResponse, GetMeterAnomaliesRequest, GetMeterAnomaliesResponse,
+    GetMeterStatusRequest, GetReadingsRequest, GetReadingsResponse, GetReliabilityRequest,
+    GetReliabilityResponse, GetValidatedIntervalsRequest, GetValidatedIntervalsResponse,
+    MeterStatus,
 };
 use tonic::{Request, Response, Status};
 
@@ -83,6 +84,18 @@ impl QueryService for QueryApi {
         scope::meter(self.api.ctx(), &me, &request.get_ref().meter_id).await?;
         self.api
             .get_validated_intervals(request.into_inner())
+            .await
+            .map(Response::new)
+    }
+
+    async fn get_meter_anomalies(
+        &self,
+        request: Request<GetMeterAnomaliesRequest>,
+    ) -> Result<Response<GetMeterAnomaliesResponse>, Status> {
+        let me = principal(&request)?;
+        scope::meter(self.api.ctx(), &me, &request.get_ref().meter_id).await?;
+        self.api
+            .get_meter_anomalies(request.into_inner())
             .await
             .map(Response::new)
     }
