@@ -29,16 +29,16 @@ use gridmesh_proto::internal::{
 use gridmesh_proto::v1::{
     AcknowledgeAlertRequest, Alert, DeadLetterInfo, DrainNodeRequest, DrainNodeResponse,
     EnergyChannel, FeederDay, GetAggregatesRequest, GetAggregatesResponse, GetFeederLoadRequest,
-    GetFeederLoadResponse, GetForecastRequest, GetForecastResponse, GetMeterStatusRequest,
-    GetNodeStatsRequest, GetReadingsRequest, GetReadingsResponse, GetReliabilityRequest,
-    GetReliabilityResponse, GetReplicaStatusRequest, GetReplicaStatusResponse,
-    GetValidatedIntervalsRequest, GetValidatedIntervalsResponse, ImportTopologyRequest,
-    ImportTopologyResponse, Interruption, ListAlertsRequest, ListAlertsResponse,
-    ListDeadLettersRequest, ListDeadLettersResponse, MeterDay, MeterEventKind, MeterMonth,
-    MeterStatus, NodeStats, PushAck, Reading, ReadingBatch, RejectReason, Rejection, RepairRequest,
-    RepairResponse, ReplayDeadLettersRequest, ReplayDeadLettersResponse, ReplicaCopy,
-    ReplicaNodeStatus, Resolution, ResolveAlertRequest, ShardReplicas, TouEnergy,
-    ValidatedInterval,
+    GetFeederLoadResponse, GetForecastRequest, GetForecastResponse, GetMeterAnomaliesRequest,
+    GetMeterAnomaliesResponse, GetMeterStatusRequest, GetNodeStatsRequest, GetReadingsRequest,
+    GetReadingsResponse, GetReliabilityRequest, GetReliabilityResponse, GetReplicaStatusRequest,
+    GetReplicaStatusResponse, GetValidatedIntervalsRequest, GetValidatedIntervalsResponse,
+    ImportTopologyRequest, ImportTopologyResponse, Interruption, ListAlertsRequest,
+    ListAlertsResponse, ListDeadLettersRequest, ListDeadLettersResponse, MeterAnomaly, MeterDay,
+    MeterEventKind, MeterMonth, MeterStatus, NodeStats, PushAck, Reading, ReadingBatch,
+    RejectReason, Rejection, RepairRequest, RepairResponse, ReplayDeadLettersRequest,
+    ReplayDeadLettersResponse, ReplicaCopy, ReplicaNodeStatus, Resolution, ResolveAlertRequest,
+    ShardReplicas, TouEnergy, ValidatedInterval,
 };
 use tonic::{Code, Status};
 
