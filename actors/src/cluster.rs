@@ -111,6 +111,8 @@ pub struct Cluster {
     started: Instant,
     membership: RwLock<Option<ActorRef<MembershipMsg>>>,
     learned: Mutex<BTreeSet<String>>,
+    /// The epoch of the latest view, for calls waiting on a peer that may be declared down.
+    views: tokio::sync::watch::Sender<u64>,
 }
 
 impl Cluster {
@@ -140,6 +142,7 @@ impl Cluster {
             started: Instant::now(),
             membership: RwLock::new(None),
             learned: Mutex::new(BTreeSet::new()),
+            views: tokio::sync::watch::Sender::new(1),
         })
     }
 
@@ -224,10 +227,35 @@ impl Cluster {
             metrics::gauge!("gridmesh_cluster_members", "state" => state.name()).set(count as f64);
         }
         metrics::gauge!("gridmesh_cluster_epoch").set(view.epoch as f64);
+        let epoch = view.epoch;
         *self
             .view
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = view;
+        self.views.send_replace(epoch);
+    }
+
+    /// Whether `node` is down in the current view.
+    pub fn is_down(&self, node: &str) -> bool {
+        self.view
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .members
+            .iter()
+            .any(|m| m.name == node && m.state == MemberState::Down)
+    }
+
+    /// Resolves once `node` is down in the published view (never, while it is not).
+    async fn down(&self, node: &str) {
+        let mut views = self.views.subscribe();
+        loop {
+            if self.is_down(node) {
+                return;
+            }
+            if views.changed().await.is_err() {
+                std::future::pending::<()>().await;
+            }
+        }
     }
 
     /// The copies of a write to `shard` made here, with `factor` copies wanted.
@@ -361,6 +389,9 @@ impl Cluster {
                 .try_acquire_owned()
                 .map_err(|_| not_sent("too many calls in flight to it"))?
         };
+        if self.is_down(node) {
+            return Err(not_sent("it is down"));
+        }
         let gateway = self
             .gateway_of(node)
             .ok_or_else(|| not_sent("no connection to it"))?;
@@ -372,9 +403,21 @@ impl Cluster {
         let bytes = request.encode_to_vec();
         let started = Instant::now();
         let remaining = deadline.saturating_duration_since(tokio::time::Instant::now());
-        let result = gateway
-            .call(|reply| GatewayMsg::Call(bytes, reply), Some(remaining))
-            .await;
+        // A hung peer (SIGSTOP, a partition) keeps its session open and never answers: the
+        // call is given up as soon as membership declares the peer down, not at the timeout,
+        // so the caller can fail over (spares, hints, other copies) within the down deadline.
+        let result = tokio::select! {
+            result = gateway.call(|reply| GatewayMsg::Call(bytes, reply), Some(remaining)) => {
+                result
+            }
+            () = self.down(node) => {
+                metrics::counter!("gridmesh_forward_unknown_total").increment(1);
+                return Err(ForwardError::Unknown {
+                    node: node.to_owned(),
+                    timeout_ms: started.elapsed().as_millis() as u64,
+                });
+            }
+        };
         let unknown = || ForwardError::Unknown {
             node: node.to_owned(),
             timeout_ms: timeout.as_millis() as u64,

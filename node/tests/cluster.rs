@@ -194,7 +194,13 @@ fn start_all(nodes: &mut [NodeProcess]) {
 async fn three_nodes_route_detect_failures_rejoin_and_rebalance() {
     let dir = tempfile::tempdir().expect("tempdir");
     let binary = env!("CARGO_BIN_EXE_gridmesh");
-    let mut nodes = cluster_processes(dir.path(), 3, binary.as_ref(), COOKIE).expect("ports");
+    // A forward timeout far above the down deadline: a call to a hung peer must end when the
+    // peer is declared down, not when this timeout runs out (checked at the SIGSTOP below).
+    let mut nodes: Vec<NodeProcess> = cluster_processes(dir.path(), 3, binary.as_ref(), COOKIE)
+        .expect("ports")
+        .into_iter()
+        .map(|n| n.env("GRIDMESH_CLUSTER__FORWARD_TIMEOUT", "60s"))
+        .collect();
     start_all(&mut nodes);
     let c0 = connect(&nodes[0]).await;
     let c1 = connect(&nodes[1]).await;
@@ -331,6 +337,19 @@ async fn three_nodes_route_detect_failures_rejoin_and_rebalance() {
     // SIGSTOP n2 past the down deadline: down; SIGCONT: it returns as a new incarnation.
     let before = members(&c0).await["n2"].1;
     nodes[2].signal(libc::SIGSTOP).expect("stop");
+    // Pushed before anyone noticed: n2's part goes to a peer that never answers. It ends
+    // (accepted or refused per reading) once n2 is down, well inside the 60 s timeout.
+    let stuck = ReadingBatch {
+        batch_id: 2,
+        readings: (0..METERS).map(|m| reading(&meter_id(m), 2)).collect(),
+    };
+    let answered =
+        tokio::time::timeout(Duration::from_secs(30), c1.ingest().push_batch(stuck)).await;
+    match answered {
+        Ok(Ok(_)) => {}
+        Ok(Err(status)) => assert_eq!(status.code(), tonic::Code::Unavailable, "{status}"),
+        Err(_) => panic!("a call to the hung node waited for the forward timeout"),
+    }
     let detected = wait_all_see(
         &[&c0, &c1],
         &["n2"],
