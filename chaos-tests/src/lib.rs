@@ -70,9 +70,34 @@ pub fn gridmesh_binary() -> anyhow::Result<PathBuf> {
     Ok(profile_dir.join("gridmesh"))
 }
 
-/// A free TCP port on 127.0.0.1 (bound, then released).
+/// A free TCP port on 127.0.0.1 (bound, then released), for a node to listen on.
+///
+/// Taken below the kernel's ephemeral range (`ip_local_port_range`), never from it: a port the
+/// kernel hands out for `:0` is one it also hands to outgoing connections, so between release
+/// and the node's bind a peer connection of another test's node could take it ("address
+/// already in use"). Ports handed out by this process are not handed out again.
 pub fn free_port() -> anyhow::Result<u16> {
-    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    let ephemeral_low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let mut given = GIVEN
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if ephemeral_low > 11_000 {
+        for _ in 0..500 {
+            let port = 10_000 + (rand::random::<u16>() % (ephemeral_low - 10_000));
+            if !given.contains(&port) && TcpListener::bind(("127.0.0.1", port)).is_ok() {
+                given.insert(port);
+                return Ok(port);
+            }
+        }
+    }
+    let port = TcpListener::bind("127.0.0.1:0")?.local_addr()?.port();
+    given.insert(port);
+    Ok(port)
 }
 
 /// Polls `check` until it returns `Some` or `timeout` passes.
