@@ -1047,7 +1047,8 @@ impl Api {
                     .await?;
                 if readings.truncated {
                     return Err(Status::resource_exhausted(format!(
-                        "meter {meter} has more than {CLUSTER_MAX_SCAN} readings in one week;                          its readings cannot be replayed"
+                        "meter {meter} has more than {CLUSTER_MAX_SCAN} readings in one week; \
+                         its readings cannot be replayed"
                     )));
                 }
                 unavailable.extend(readings.unavailable_nodes);
