@@ -929,7 +929,9 @@ impl Api {
         // at local midnight, so the window starts on one.
         let look = config.like_day_lookback_days as i64 * DAY;
         let start = offset.day_start_ms(offset.day(from - look));
-        let newest = crate::context::now_ms().div_euclid(q) * q + q;
+        // Intervals that have not ended yet are not gaps: they are left out, not estimated.
+        let newest = crate::context::now_ms().div_euclid(q) * q;
+        let to = to.min(newest).max(from);
         let end = (to + look).min(newest).max(to);
         let (values, supply_lost, unavailable) = self
             .quarter_series(&req.meter_id, start, end, export)

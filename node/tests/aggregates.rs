@@ -292,6 +292,24 @@ async fn vee_estimates_gaps_and_flags_runs_without_touching_the_readings() {
         .into_inner();
     assert_eq!(raw.readings.len(), 3 * 96 - 14);
 
+    // Intervals that have not ended are not listed (nor estimated), however far `to` reaches.
+    let mut ahead = request.clone();
+    ahead.from_ts_ms = start + 13 * DAY_MS;
+    ahead.to_ts_ms = gridmesh_actors::context::now_ms() + DAY_MS;
+    let v = client
+        .query()
+        .get_validated_intervals(ahead)
+        .await
+        .expect("validated up to now")
+        .into_inner();
+    let now = gridmesh_actors::context::now_ms();
+    assert!(v.intervals.len() >= 96, "{}", v.intervals.len());
+    assert!(
+        v.intervals
+            .iter()
+            .all(|i| i.start_ts_ms + QUARTER_MS <= now)
+    );
+
     let mut unknown = request.clone();
     unknown.meter_id = "T-9999".into();
     let e = client

@@ -289,12 +289,14 @@ async fn acknowledged_readings_survive_kill_empty_disk_and_pause() {
     .await;
     // Substitutes drop what they handed off (through their meter actors, just after the
     // handoff): wait until at most a few copies beyond R remain — those made while views
-    // disagreed, which nothing owes anyone.
+    // disagreed, which nothing owes anyone. Since writes fail over at the down deadline
+    // instead of the forward timeout, more of them land while views disagree (up to 7.6 %
+    // seen); more than a tenth would mean handed-off copies are kept.
     let mut extra;
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         extra = extra_copies(&clients).await;
-        if extra.0 * 20 <= extra.1 || Instant::now() > deadline {
+        if extra.0 * 10 <= extra.1 || Instant::now() > deadline {
             break;
         }
         tokio::time::sleep(Duration::from_millis(200)).await;
@@ -304,7 +306,7 @@ async fn acknowledged_readings_survive_kill_empty_disk_and_pause() {
         extra.0, extra.1
     );
     assert!(
-        extra.0 * 20 <= extra.1,
+        extra.0 * 10 <= extra.1,
         "substitutes kept {} copies of {} readings after handing them off",
         extra.0,
         extra.1
