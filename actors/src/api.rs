@@ -747,6 +747,12 @@ impl Api {
         }
     }
 
+    /// The deployment's local time (`analytics.utc_offset_minutes`, validated at start).
+    fn local_offset(&self) -> Result<gridmesh_analytics::time::LocalOffset, Status> {
+        gridmesh_analytics::time::LocalOffset::new(self.ctx.config.analytics.utc_offset_minutes)
+            .map_err(|e| Status::internal(e.to_string()))
+    }
+
     /// A meter's 15-minute series of one energy channel over `[start, end)` (both on interval
     /// boundaries) from its raw readings anywhere in the cluster: the interval starting at `t`
     /// holds the readings stamped in `(t, t + 15 min]`. Also the times of its last gasps and
@@ -806,22 +812,14 @@ impl Api {
     ) -> Result<GetMeterAnomaliesResponse, Status> {
         use gridmesh_analytics::alert::{AlertEvent, Severity};
         use gridmesh_analytics::anomaly::{AnomalyRules, MeterAnomalyDetector};
-        use gridmesh_analytics::time::LocalOffset;
         const MAX_DAYS: i64 = 92;
         const WARM_UP_DAYS: i64 = 63;
         const DAY: i64 = 86_400_000;
         check_meter_id(&req.meter_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let q = crate::buckets::MIN15_MS;
-        let from = req.from_ts_ms.div_euclid(q) * q;
-        let to = req.to_ts_ms.saturating_add(q - 1).div_euclid(q) * q;
-        if to <= from || to - from > MAX_DAYS * DAY {
-            return Err(Status::invalid_argument(format!(
-                "[from_ts_ms, to_ts_ms) must be non-empty and at most {MAX_DAYS} days"
-            )));
-        }
+        let (from, to) = quarter_range(req.from_ts_ms, req.to_ts_ms, MAX_DAYS)?;
         let analytics = &self.ctx.config.analytics;
-        let offset = LocalOffset::new(analytics.utc_offset_minutes)
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let offset = self.local_offset()?;
         let rules = AnomalyRules {
             offset,
             z_threshold: analytics.anomaly_z_threshold,
@@ -896,19 +894,12 @@ impl Api {
         &self,
         req: GetValidatedIntervalsRequest,
     ) -> Result<GetValidatedIntervalsResponse, Status> {
-        use gridmesh_analytics::time::LocalOffset;
         use gridmesh_analytics::vee::{self, VeeConfig};
         const MAX_DAYS: i64 = 92;
         const DAY: i64 = 86_400_000;
         check_meter_id(&req.meter_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let q = crate::buckets::MIN15_MS;
-        let from = req.from_ts_ms.div_euclid(q) * q;
-        let to = req.to_ts_ms.saturating_add(q - 1).div_euclid(q) * q;
-        if to <= from || to - from > MAX_DAYS * DAY {
-            return Err(Status::invalid_argument(format!(
-                "[from_ts_ms, to_ts_ms) must be non-empty and at most {MAX_DAYS} days"
-            )));
-        }
+        let (from, to) = quarter_range(req.from_ts_ms, req.to_ts_ms, MAX_DAYS)?;
         let export = match EnergyChannel::try_from(req.channel) {
             Ok(EnergyChannel::Unspecified | EnergyChannel::Import) => false,
             Ok(EnergyChannel::Export) => true,
@@ -919,8 +910,7 @@ impl Api {
                 )));
             }
         };
-        let offset = LocalOffset::new(self.ctx.config.analytics.utc_offset_minutes)
-            .map_err(|e| Status::internal(e.to_string()))?;
+        let offset = self.local_offset()?;
         let config = VeeConfig {
             offset,
             ..VeeConfig::default()
@@ -1056,12 +1046,7 @@ impl Api {
                 unavailable.extend(readings.unavailable_nodes);
                 for reading in &readings.readings {
                     for s in crate::grid::signals_of(meter, reading) {
-                        let signal = match s.signal {
-                            crate::grid::SignalKind::Reading => MeterSignal::Reading,
-                            crate::grid::SignalKind::LastGasp => MeterSignal::LastGasp,
-                            crate::grid::SignalKind::Restore => MeterSignal::PowerRestore,
-                        };
-                        signals.push((s.ts_ms, index as u32, signal));
+                        signals.push((s.ts_ms, index as u32, s.signal.into()));
                     }
                 }
             }
@@ -1895,6 +1880,20 @@ fn owner_unavailable(index: u32, why: &str) -> Rejection {
         reason: RejectReason::OwnerUnavailable as i32,
         message: format!("{why}; nothing was stored; send it again shortly"),
     }
+}
+
+/// `[from, to)` widened to 15-minute boundaries, refused when empty or longer than
+/// `max_days`.
+fn quarter_range(from_ts_ms: i64, to_ts_ms: i64, max_days: i64) -> Result<(i64, i64), Status> {
+    let q = crate::buckets::MIN15_MS;
+    let from = from_ts_ms.div_euclid(q) * q;
+    let to = to_ts_ms.saturating_add(q - 1).div_euclid(q) * q;
+    if to <= from || to - from > max_days * 86_400_000 {
+        return Err(Status::invalid_argument(format!(
+            "[from_ts_ms, to_ts_ms) must be non-empty and at most {max_days} days"
+        )));
+    }
+    Ok((from, to))
 }
 
 fn unexpected_reply(node: &str) -> Status {

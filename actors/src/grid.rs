@@ -55,6 +55,16 @@ pub enum SignalKind {
     Restore,
 }
 
+impl From<SignalKind> for MeterSignal {
+    fn from(kind: SignalKind) -> MeterSignal {
+        match kind {
+            SignalKind::Reading => MeterSignal::Reading,
+            SignalKind::LastGasp => MeterSignal::LastGasp,
+            SignalKind::Restore => MeterSignal::PowerRestore,
+        }
+    }
+}
+
 /// The supply signals in one accepted reading.
 pub fn signals_of(meter_id: &str, reading: &Reading) -> Vec<OutageSignal> {
     let mut out = Vec::new();
@@ -275,11 +285,7 @@ impl FeederRules {
         let mut events = Vec::new();
         let mut newest = None;
         for s in signals {
-            let signal = match s.signal {
-                SignalKind::Reading => MeterSignal::Reading,
-                SignalKind::LastGasp => MeterSignal::LastGasp,
-                SignalKind::Restore => MeterSignal::PowerRestore,
-            };
+            let signal = MeterSignal::from(s.signal);
             // A meter the tracker does not know (the head meter, or registered after
             // activation) is skipped. The alerts are derived once for the whole batch below.
             if self.outage.note(&s.meter_id, signal, s.ts_ms).is_ok() {

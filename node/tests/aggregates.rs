@@ -10,6 +10,20 @@ use gridmesh_proto::v1::{
 };
 use tonic::Code;
 
+/// Pushes `readings` in batches of `batch`; every reading must be accepted.
+async fn push_all(client: &gridmesh_proto::client::Client, readings: &[Reading], batch: usize) {
+    for chunk in readings.chunks(batch) {
+        let (ack, _) = client
+            .push_batch(ReadingBatch {
+                batch_id: 1,
+                readings: chunk.to_vec(),
+            })
+            .await
+            .expect("push");
+        assert!(ack.rejected.is_empty(), "{ack:?}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregates_are_the_sums_of_the_readings() {
     let dir = tempfile::tempdir().expect("tempdir");
@@ -26,16 +40,7 @@ async fn aggregates_are_the_sums_of_the_readings() {
     let readings: Vec<_> = (0..2)
         .flat_map(|m| (0..192).map(move |k| reading(&meter_id(m), k)))
         .collect();
-    for chunk in readings.chunks(100) {
-        let (ack, _) = client
-            .push_batch(ReadingBatch {
-                batch_id: 1,
-                readings: chunk.to_vec(),
-            })
-            .await
-            .expect("push");
-        assert!(ack.rejected.is_empty(), "{ack:?}");
-    }
+    push_all(&client, &readings, 100).await;
     let energy = |k: i64| (k % 7 + 1) as f64 * 10.0;
     let request = |meter: &str, feeder: &str| GetAggregatesRequest {
         meter_id: meter.into(),
@@ -131,16 +136,7 @@ async fn reliability_counts_the_interruptions_the_meters_reported() {
             readings.push(r);
         }
     }
-    for chunk in readings.chunks(200) {
-        let (ack, _) = client
-            .push_batch(ReadingBatch {
-                batch_id: 1,
-                readings: chunk.to_vec(),
-            })
-            .await
-            .expect("push");
-        assert!(ack.rejected.is_empty(), "{ack:?}");
-    }
+    push_all(&client, &readings, 200).await;
     let request = |feeder: &str, days: i64| GetReliabilityRequest {
         feeder_id: feeder.into(),
         from_ts_ms: base_ts(),
@@ -232,16 +228,7 @@ async fn vee_estimates_gaps_and_flags_runs_without_touching_the_readings() {
             ..Reading::default()
         })
         .collect();
-    for chunk in readings.chunks(500) {
-        let (ack, _) = client
-            .push_batch(ReadingBatch {
-                batch_id: 1,
-                readings: chunk.to_vec(),
-            })
-            .await
-            .expect("push");
-        assert!(ack.rejected.is_empty(), "{ack:?}");
-    }
+    push_all(&client, &readings, 500).await;
     let request = GetValidatedIntervalsRequest {
         meter_id: meter_id(0),
         from_ts_ms: start + 10 * DAY_MS,
@@ -365,16 +352,7 @@ async fn anomalies_find_zero_runs_and_steps_down() {
             ..Reading::default()
         })
         .collect();
-    for chunk in readings.chunks(1000) {
-        let (ack, _) = client
-            .push_batch(ReadingBatch {
-                batch_id: 1,
-                readings: chunk.to_vec(),
-            })
-            .await
-            .expect("push");
-        assert!(ack.rejected.is_empty(), "{ack:?}");
-    }
+    push_all(&client, &readings, 1000).await;
     let request = |from_day: i64, to_day: i64| GetMeterAnomaliesRequest {
         meter_id: meter_id(0),
         from_ts_ms: start + from_day * DAY_MS,
