@@ -34,9 +34,9 @@ use gridmesh_proto::v1::{
     GetReadingsResponse, GetReliabilityRequest, GetReliabilityResponse, GetReplicaStatusRequest,
     GetReplicaStatusResponse, GetValidatedIntervalsRequest, GetValidatedIntervalsResponse,
     ImportTopologyRequest, ImportTopologyResponse, Interruption, ListAlertsRequest,
-    ListAlertsResponse, ListDeadLettersRequest, ListDeadLettersResponse, MeterAnomaly, MeterDay,
-    MeterEventKind, MeterMonth, MeterStatus, NodeStats, PushAck, Reading, ReadingBatch,
-    RejectReason, Rejection, RepairRequest, RepairResponse, ReplayDeadLettersRequest,
+    ListAlertsResponse, ListDeadLettersRequest, ListDeadLettersResponse, MailboxDepth,
+    MeterAnomaly, MeterDay, MeterEventKind, MeterMonth, MeterStatus, NodeStats, PushAck, Reading,
+    ReadingBatch, RejectReason, Rejection, RepairRequest, RepairResponse, ReplayDeadLettersRequest,
     ReplayDeadLettersResponse, ReplicaCopy, ReplicaNodeStatus, Resolution, ResolveAlertRequest,
     ShardReplicas, TouEnergy, ValidatedInterval,
 };
@@ -1621,9 +1621,21 @@ impl Api {
             readings_rejected: Counters::get(&counters.readings_rejected),
             batches_forwarded: self.ctx.cluster.batches_forwarded(),
             forwards_inflight: self.ctx.cluster.forwards_inflight(),
-            restarts: 0,
+            restarts: Counters::get(&counters.actor_failures),
             uptime_s: self.ctx.cluster.started().elapsed().as_secs(),
             error: String::new(),
+            active_sessions: Counters::get(&counters.active_sessions),
+            mailboxes: self
+                .ctx
+                .mailboxes
+                .snapshot()
+                .into_iter()
+                .map(|m| MailboxDepth {
+                    kind: m.kind.label().to_owned(),
+                    queued: m.queued,
+                    high_water: m.high_water,
+                })
+                .collect(),
         }
     }
 
@@ -1732,14 +1744,12 @@ impl Api {
                 .await
                 .map(Reply::GetForecast),
             cluster_request::Call::FeederUpdates(req) => match self.ctx.feeder_supervisor() {
-                Some(feeders) => {
+                Some(_) => {
                     for delta in req.feeders {
                         let (feeder_id, updates, signals) = crate::ingest::from_delta(delta);
-                        let _ = feeders.cast(FeederSupervisorMsg::Updates {
-                            feeder_id,
-                            updates,
-                            signals,
-                        });
+                        self.ctx
+                            .send_feeder_updates(feeder_id, updates, signals)
+                            .await;
                     }
                     Ok(Reply::FeederUpdates(Done {}))
                 }

@@ -12,7 +12,10 @@ use crate::auth::Auth;
 use crate::cluster::gateway::LocalHandler;
 use crate::cluster::{Cluster, ClusterTls, ForwardSettings, Secret};
 use crate::feeder::FeederSupervisorMsg;
+use crate::grid::OutageSignal;
+use crate::mailbox::{Mailbox, MailboxKind, Mailboxes};
 use crate::membership::{Addresses, Member, MemberState};
+use crate::meter::FeederUpdate;
 use crate::notify::NotifyMsg;
 use crate::repair::{RepairState, ReplicatorMsg};
 use crate::shard::ShardMsg;
@@ -36,6 +39,14 @@ pub struct NodeContext {
     pub cluster: Arc<Cluster>,
     /// Counters since start, for the admin API.
     pub counters: Counters,
+    /// Mailbox depths of the actors on the ingest path.
+    pub mailboxes: Mailboxes,
+    /// Per shard id, the mailbox counter of its current supervisor.
+    shard_mailboxes: Vec<Mailbox>,
+    /// The mailbox counter of the current feeder supervisor.
+    feeder_mailbox: Mailbox,
+    /// Slots of the bounded queue of feeder updates (see [`NodeContext::send_feeder_updates`]).
+    feeder_slots: Arc<tokio::sync::Semaphore>,
     /// Digests and progress of hinted handoff and anti-entropy.
     pub repair: RepairState,
     replicator: RwLock<Option<ActorRef<ReplicatorMsg>>>,
@@ -90,6 +101,11 @@ impl NodeContext {
             me,
         );
         let repair = RepairState::new(config.replication.repair_bytes_per_s);
+        let mailboxes = Mailboxes::default();
+        let shard_mailboxes = (0..config.actors.shards)
+            .map(|_| mailboxes.open(MailboxKind::Shard))
+            .collect();
+        let feeder_mailbox = mailboxes.open(MailboxKind::FeederSupervisor);
         Arc::new(Self {
             store,
             writer,
@@ -98,6 +114,10 @@ impl NodeContext {
             feeders: RwLock::new(None),
             cluster,
             counters: Counters::default(),
+            mailboxes,
+            shard_mailboxes,
+            feeder_mailbox,
+            feeder_slots: Arc::new(tokio::sync::Semaphore::new(FEEDER_UPDATE_SLOTS)),
             repair,
             replicator: RwLock::new(None),
             alert_feed: AlertFeed::default(),
@@ -158,6 +178,61 @@ impl NodeContext {
         shards.get(shard as usize).cloned().flatten()
     }
 
+    /// The mailbox counter of `shard`'s supervisor.
+    pub fn shard_mailbox(&self, shard: u32) -> &Mailbox {
+        &self.shard_mailboxes[shard as usize]
+    }
+
+    /// Sends `msg` to the current supervisor of `shard`, counting it into its mailbox (the
+    /// shard counts `Ingest` messages out). `false` when the shard is restarting.
+    pub fn send_to_shard(&self, shard: u32, msg: ShardMsg) -> bool {
+        let Some(actor) = self.shard(shard) else {
+            return false;
+        };
+        let mailbox = self.shard_mailbox(shard);
+        mailbox.sent();
+        if actor.cast(msg).is_err() {
+            mailbox.received();
+            return false;
+        }
+        true
+    }
+
+    /// The mailbox counter of the feeder supervisor.
+    pub fn feeder_mailbox(&self) -> &Mailbox {
+        &self.feeder_mailbox
+    }
+
+    /// Sends the updates of one feeder to the current feeder supervisor, counting them into
+    /// its mailbox. Feeder updates leave the ingest path after their readings are durable, so
+    /// admission does not bound them: each message holds one of [`FEEDER_UPDATE_SLOTS`] slots
+    /// until the feeder actor has taken it in, and a sender waits for a free slot. A slow
+    /// feeder actor therefore slows the acks instead of growing a queue. Dropped while the
+    /// supervisor restarts (feeder views are rebuilt from stored contributions).
+    pub async fn send_feeder_updates(
+        &self,
+        feeder_id: String,
+        updates: Vec<FeederUpdate>,
+        signals: Vec<OutageSignal>,
+    ) {
+        let Ok(slot) = self.feeder_slots.clone().acquire_owned().await else {
+            return; // never closed
+        };
+        let Some(actor) = self.feeder_supervisor() else {
+            return;
+        };
+        self.feeder_mailbox.sent();
+        let msg = FeederSupervisorMsg::Updates {
+            feeder_id,
+            updates,
+            signals,
+            slot,
+        };
+        if actor.cast(msg).is_err() {
+            self.feeder_mailbox.received();
+        }
+    }
+
     /// The current shard supervisors (some may be missing while restarting).
     pub fn shard_refs(&self) -> Vec<Option<ActorRef<ShardMsg>>> {
         self.shards
@@ -173,6 +248,10 @@ impl NodeContext {
             .shards
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if actor.is_none() {
+            // What waited in the dead supervisor's mailbox went with it.
+            self.shard_mailboxes[shard as usize].close();
+        }
         shards[shard as usize] = actor;
     }
 
@@ -230,12 +309,18 @@ impl NodeContext {
     }
 
     pub(crate) fn set_feeder_supervisor(&self, actor: Option<ActorRef<FeederSupervisorMsg>>) {
+        if actor.is_none() {
+            self.feeder_mailbox.close();
+        }
         *self
             .feeders
             .write()
             .unwrap_or_else(std::sync::PoisonError::into_inner) = actor;
     }
 }
+
+/// Feeder-update messages a node lets wait for feeder actors at once.
+pub const FEEDER_UPDATE_SLOTS: usize = 1_024;
 
 /// Counters of one node since it started (the Prometheus metrics count the same events; these
 /// are what the admin API reports per node).
@@ -247,6 +332,11 @@ pub struct Counters {
     pub readings_rejected: AtomicU64,
     /// Meter passivations.
     pub passivations: AtomicU64,
+    /// Supervised actors that stopped unexpectedly (meters, feeders, sessions, the node
+    /// supervisor's children).
+    pub actor_failures: AtomicU64,
+    /// Session actors resident now (set by the session supervisor).
+    pub active_sessions: AtomicU64,
 }
 
 impl Counters {

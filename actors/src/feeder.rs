@@ -25,6 +25,7 @@ use ractor_cluster::RactorMessage;
 use crate::buckets::MIN15_MS;
 use crate::context::{NodeContext, now_ms};
 use crate::grid::{FeederForecast, FeederRules, FeederSetup, IntervalTotals, OutageSignal};
+use crate::mailbox::{Mailbox, MailboxKind};
 use crate::meter::FeederUpdate;
 use crate::restart::{RestartBudget, RestartDecision};
 
@@ -43,6 +44,9 @@ pub enum FeederSupervisorMsg {
         updates: Vec<FeederUpdate>,
         /// Supply signals of the feeder's meters (readings, last gasps, restores).
         signals: Vec<OutageSignal>,
+        /// One of the node's feeder-update slots, held until the feeder actor has taken the
+        /// updates in (see [`crate::context::NodeContext::send_feeder_updates`]).
+        slot: FeederSlot,
     },
     /// The latest day-ahead forecast of a feeder (activates it).
     Forecast {
@@ -66,12 +70,15 @@ pub enum FeederSupervisorMsg {
 #[derive(RactorMessage)]
 pub enum FeederMsg {
     /// See [`FeederSupervisorMsg::Updates`].
-    Updates(Vec<FeederUpdate>, Vec<OutageSignal>),
+    Updates(Vec<FeederUpdate>, Vec<OutageSignal>, FeederSlot),
     /// See [`FeederSupervisorMsg::Forecast`].
     Forecast(RpcReplyPort<Option<FeederForecast>>),
     /// See [`FeederSupervisorMsg::Live`].
     Live(RpcReplyPort<FeederLive>),
 }
+
+/// A slot of the node's bounded queue of feeder updates; dropping it frees the slot.
+pub type FeederSlot = tokio::sync::OwnedSemaphorePermit;
 
 /// Live totals of one interval.
 #[derive(Debug, Clone, Copy, Default, PartialEq)]
@@ -109,7 +116,7 @@ pub struct FeederSupervisor;
 /// State of the feeder supervisor.
 pub struct FeederSupervisorState {
     ctx: Arc<NodeContext>,
-    active: HashMap<String, ActorRef<FeederMsg>>,
+    active: HashMap<String, (ActorRef<FeederMsg>, Mailbox)>,
     by_actor: HashMap<ActorId, String>,
     restarts: RestartBudget,
 }
@@ -144,17 +151,18 @@ impl Actor for FeederSupervisor {
                 feeder_id,
                 updates,
                 signals,
+                slot,
             } => {
-                let feeder = s.feeder(&myself, &feeder_id).await?;
-                let _ = feeder.cast(FeederMsg::Updates(updates, signals));
+                s.ctx.feeder_mailbox().received();
+                let msg = FeederMsg::Updates(updates, signals, slot);
+                s.send(&myself, &feeder_id, msg).await?;
             }
             FeederSupervisorMsg::Forecast { feeder_id, reply } => {
-                let feeder = s.feeder(&myself, &feeder_id).await?;
-                let _ = feeder.cast(FeederMsg::Forecast(reply));
+                s.send(&myself, &feeder_id, FeederMsg::Forecast(reply))
+                    .await?;
             }
             FeederSupervisorMsg::Live { feeder_id, reply } => {
-                let feeder = s.feeder(&myself, &feeder_id).await?;
-                let _ = feeder.cast(FeederMsg::Live(reply));
+                s.send(&myself, &feeder_id, FeederMsg::Live(reply)).await?;
             }
             FeederSupervisorMsg::ActiveCount(reply) => {
                 let _ = reply.send(s.active.len());
@@ -179,9 +187,12 @@ impl Actor for FeederSupervisor {
         let Some(feeder_id) = s.by_actor.remove(&cell.get_id()) else {
             return Ok(());
         };
-        s.active.remove(&feeder_id);
+        if let Some((_, mailbox)) = s.active.remove(&feeder_id) {
+            mailbox.close();
+        }
         tracing::warn!(feeder = %feeder_id, reason, "feeder actor stopped unexpectedly");
         metrics::counter!("gridmesh_actor_failures_total", "kind" => "feeder").increment(1);
+        crate::context::Counters::add(&s.ctx.counters.actor_failures, 1);
         match s.restarts.record_failure(Instant::now()) {
             RestartDecision::Restart { .. } => Ok(()),
             RestartDecision::Escalate => {
@@ -192,19 +203,30 @@ impl Actor for FeederSupervisor {
 }
 
 impl FeederSupervisorState {
-    async fn feeder(
+    /// Sends `msg` to the feeder's actor, activating it first when needed. A failed send
+    /// means the actor just died; its supervision event follows and the message is lost with
+    /// it (a dropped reply port tells a waiting caller).
+    async fn send(
         &mut self,
         myself: &ActorRef<FeederSupervisorMsg>,
         feeder_id: &str,
-    ) -> Result<ActorRef<FeederMsg>, ActorProcessingErr> {
-        if let Some(actor) = self.active.get(feeder_id) {
-            return Ok(actor.clone());
+        msg: FeederMsg,
+    ) -> Result<(), ActorProcessingErr> {
+        if !self.active.contains_key(feeder_id) {
+            let mailbox = self.ctx.mailboxes.open(MailboxKind::Feeder);
+            let args = (feeder_id.to_owned(), self.ctx.clone(), mailbox.clone());
+            let (actor, _) =
+                Actor::spawn_linked(None, FeederActor, args, myself.get_cell()).await?;
+            self.by_actor.insert(actor.get_id(), feeder_id.to_owned());
+            self.active.insert(feeder_id.to_owned(), (actor, mailbox));
         }
-        let args = (feeder_id.to_owned(), self.ctx.clone());
-        let (actor, _) = Actor::spawn_linked(None, FeederActor, args, myself.get_cell()).await?;
-        self.by_actor.insert(actor.get_id(), feeder_id.to_owned());
-        self.active.insert(feeder_id.to_owned(), actor.clone());
-        Ok(actor)
+        if let Some((actor, mailbox)) = self.active.get(feeder_id) {
+            mailbox.sent();
+            if actor.cast(msg).is_err() {
+                mailbox.received();
+            }
+        }
+        Ok(())
     }
 }
 
@@ -220,17 +242,18 @@ pub struct FeederState {
     /// Grid rules (loading, outages, balance, forecast), when analytics are on.
     rules: Option<FeederRules>,
     ctx: Option<Arc<NodeContext>>,
+    mailbox: Option<Mailbox>,
 }
 
 impl Actor for FeederActor {
     type Msg = FeederMsg;
     type State = FeederState;
-    type Arguments = (String, Arc<NodeContext>);
+    type Arguments = (String, Arc<NodeContext>, Mailbox);
 
     async fn pre_start(
         &self,
         _: ActorRef<FeederMsg>,
-        (feeder_id, ctx): Self::Arguments,
+        (feeder_id, ctx, mailbox): Self::Arguments,
     ) -> Result<FeederState, ActorProcessingErr> {
         // Rebuild the live window from the stored contributions of the last intervals.
         let from = now_ms() - (LIVE_INTERVALS as i64 + 1) * MIN15_MS;
@@ -259,6 +282,7 @@ impl Actor for FeederActor {
             peak: None,
             rules,
             ctx: Some(ctx.clone()),
+            mailbox: Some(mailbox),
         };
         for (start, meter, contribution) in
             ctx.store
@@ -285,8 +309,11 @@ impl Actor for FeederActor {
         msg: FeederMsg,
         s: &mut FeederState,
     ) -> Result<(), ActorProcessingErr> {
+        if let Some(mailbox) = &s.mailbox {
+            mailbox.received();
+        }
         match msg {
-            FeederMsg::Updates(updates, signals) => {
+            FeederMsg::Updates(updates, signals, _slot) => {
                 for update in updates {
                     s.record(
                         update.interval_start_ms,
@@ -424,6 +451,7 @@ mod tests {
             peak: None,
             rules: None,
             ctx: None,
+            mailbox: None,
         };
         state.record(0, "m1".into(), contribution(100.0, false));
         state.record(0, "m1".into(), contribution(150.0, false));
@@ -449,6 +477,7 @@ mod tests {
             peak: None,
             rules: None,
             ctx: None,
+            mailbox: None,
         };
         for i in 0..100 {
             state.record(i * MIN15_MS, "m".into(), contribution(1.0, false));

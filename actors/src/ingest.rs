@@ -39,7 +39,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
 
 use crate::cluster::Owner;
 use crate::context::{Counters, NodeContext, now_ms};
-use crate::feeder::FeederSupervisorMsg;
 use crate::grid::{OutageSignal, SignalKind};
 use crate::meter::{FeederUpdate, GroupEvent, MeterWork, WorkKind};
 use crate::placement::shard_of;
@@ -204,7 +203,7 @@ impl IngestPipeline {
         let replication = self.replication_for(&mut per_shard);
         self.dispatch(per_shard);
         let news = self.collect(rx, &mut groups, &mut ack, replication).await?;
-        self.notify_feeders(news);
+        self.notify_feeders(news).await;
 
         ack.rejected.sort_by_key(|r| r.index);
         record_metrics(&ack, len, started);
@@ -507,11 +506,7 @@ impl IngestPipeline {
 
     fn dispatch(&self, per_shard: HashMap<u32, Vec<MeterWork>>) {
         for (shard, work) in per_shard {
-            let sent = match self.ctx.shard(shard) {
-                Some(actor) => actor.cast(ShardMsg::Ingest(work)).map_err(|_| ()),
-                None => Err(()),
-            };
-            if sent.is_err() {
+            if !self.ctx.send_to_shard(shard, ShardMsg::Ingest(work)) {
                 // The shard is restarting. The work (and its outcome senders) is dropped, so
                 // `collect` answers its groups RETRY; nothing of it was stored.
                 tracing::debug!(shard, "shard unavailable; readings answered with retry");
@@ -665,9 +660,11 @@ impl IngestPipeline {
 
     /// Hands durable feeder contributions and supply signals to the feeders' actors, on the
     /// nodes that own the feeders: one message per feeder here, one call per other owner.
-    /// Best effort: the stored rows are the source of truth for feeder load; the live view
-    /// feeds the grid rules.
-    fn notify_feeders(&self, news: FeederNews) {
+    /// Local messages wait for a slot of the node's bounded feeder queue, so the ack waits
+    /// when feeder actors fall behind; calls to other owners are bounded by the per-peer
+    /// in-flight limit and dropped (counted) beyond it. Best effort: the stored rows are the
+    /// source of truth for feeder load; the live view feeds the grid rules.
+    async fn notify_feeders(&self, news: FeederNews) {
         if news.updates.is_empty() && news.signals.is_empty() {
             return;
         }
@@ -692,13 +689,9 @@ impl IngestPipeline {
                         .push(feeder_delta(feeder_id, updates, signals));
                 }
                 Owner::Local | Owner::Nobody => {
-                    if let Some(feeders) = self.ctx.feeder_supervisor() {
-                        let _ = feeders.cast(FeederSupervisorMsg::Updates {
-                            feeder_id,
-                            updates,
-                            signals,
-                        });
-                    }
+                    self.ctx
+                        .send_feeder_updates(feeder_id, updates, signals)
+                        .await;
                 }
             }
         }

@@ -28,6 +28,7 @@ pub mod feeder;
 pub mod grid;
 pub mod ingest;
 pub mod keys;
+pub mod mailbox;
 pub mod membership;
 pub mod meter;
 pub mod node;

@@ -36,6 +36,7 @@ use crate::buckets::{self, Bucket};
 use crate::context::{NodeContext, now_ms};
 use crate::grid::{MeterRules as GridRules, OutageSignal, SignalKind, signals_of};
 use crate::keys;
+use crate::mailbox::Mailbox;
 use crate::storage::{Store, encode_reading};
 use crate::validation::{Decision, History, Merge, MeterRules, Neighbour, decide, merge_copy};
 use crate::writer::{Completion, Row, Space, WriteCursor, WriteRequest};
@@ -163,6 +164,8 @@ pub struct MeterArgs {
     pub cursor: Arc<WriteCursor>,
     /// Node context.
     pub ctx: Arc<NodeContext>,
+    /// Depth counter of this actor's mailbox; the shard counts every message in.
+    pub mailbox: Mailbox,
 }
 
 /// The actor (stateless; everything lives in [`MeterActorState`]).
@@ -181,6 +184,7 @@ pub struct MeterActorState {
     ctx: Arc<NodeContext>,
     /// Grid rules (voltage), when analytics are on and the meter has a nominal voltage.
     grid: Option<GridRules>,
+    mailbox: Mailbox,
 }
 
 impl Actor for MeterActor {
@@ -212,6 +216,7 @@ impl Actor for MeterActor {
             info: args.info,
             cursor: args.cursor,
             ctx: args.ctx,
+            mailbox: args.mailbox,
         })
     }
 
@@ -251,6 +256,7 @@ impl Actor for MeterActor {
         msg: MeterMsg,
         s: &mut MeterActorState,
     ) -> Result<(), ActorProcessingErr> {
+        s.mailbox.received();
         match msg {
             MeterMsg::Ingest(work) => s.ingest(work).await,
             MeterMsg::Status { was_active, reply } => s.status(was_active, reply).await,

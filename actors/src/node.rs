@@ -29,6 +29,7 @@ use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, Supervi
 use ractor_cluster::RactorMessage;
 
 use crate::alerts::AlertManagerActor;
+use crate::cluster::Owner;
 use crate::cluster::gateway::{GatewayActor, GatewayArgs};
 use crate::cluster::runtime::MembershipActor;
 use crate::context::NodeContext;
@@ -287,6 +288,7 @@ impl NodeState {
             Child::Notifier => "notifier",
         };
         metrics::counter!("gridmesh_actor_failures_total", "kind" => kind).increment(1);
+        crate::context::Counters::add(&self.ctx.counters.actor_failures, 1);
         let actors = &self.ctx.config.actors;
         let budget = self
             .budgets
@@ -333,6 +335,47 @@ pub async fn shard_stats(ctx: &NodeContext) -> Vec<ShardStats> {
         }
     }
     out
+}
+
+/// The meter actors resident on a node, split by what they do there.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ActiveMeters {
+    /// Epoch of the view whose shard map split them (read before listing).
+    pub epoch: u64,
+    /// Meters of shards the node owns in that view: the actors that decide client writes.
+    pub owned: Vec<String>,
+    /// Meters of shards it does not own: actors merging copies (replication, hinted handoff,
+    /// repair) or not yet passivated after their shard moved. Sorted.
+    pub copies: Vec<String>,
+}
+
+/// The meters with a resident actor on this node. Fails naming a shard that did not answer
+/// within 2 s (a partial list would hide meters).
+pub async fn active_meters(ctx: &NodeContext) -> Result<ActiveMeters, String> {
+    let view = ctx.cluster.view();
+    let mut out = ActiveMeters {
+        epoch: view.epoch,
+        ..ActiveMeters::default()
+    };
+    for (shard, actor) in ctx.shard_refs().into_iter().enumerate() {
+        let Some(actor) = actor else {
+            continue; // restarting: its meters stopped with it
+        };
+        let meters = ractor::call_t!(actor, ShardMsg::ActiveMeters, 2000)
+            .map_err(|e| format!("shard {shard} did not list its meters: {e}"))?;
+        let owned = matches!(
+            ctx.cluster.owner_of_shard(&view.map, shard as u32),
+            Owner::Local | Owner::Nobody
+        );
+        if owned {
+            out.owned.extend(meters);
+        } else {
+            out.copies.extend(meters);
+        }
+    }
+    out.owned.sort_unstable();
+    out.copies.sort_unstable();
+    Ok(out)
 }
 
 /// Number of active feeder actors.

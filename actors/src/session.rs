@@ -31,7 +31,7 @@ use ractor_cluster::RactorMessage;
 use tonic::Status;
 
 use crate::auth::{Auth, merge, unauthenticated};
-use crate::context::{NodeContext, now_ms};
+use crate::context::{Counters, NodeContext, now_ms};
 use crate::restart::{RestartBudget, RestartDecision};
 
 /// Stop reasons of sessions that ended normally start with this.
@@ -212,11 +212,13 @@ impl Actor for SessionSupervisor {
             return Ok(());
         };
         s.active.remove(&sid);
+        s.publish_count();
         let Some(error) = failure else {
             return Ok(());
         };
         tracing::warn!(session = %short(&sid), error, "session actor failed");
         metrics::counter!("gridmesh_actor_failures_total", "kind" => "session").increment(1);
+        Counters::add(&s.ctx.counters.actor_failures, 1);
         match s.restarts.record_failure(Instant::now()) {
             RestartDecision::Restart { .. } => Ok(()),
             RestartDecision::Escalate => {
@@ -294,8 +296,18 @@ impl SessionSupervisorState {
         let (actor, _) = Actor::spawn_linked(None, SessionActor, args, myself.get_cell()).await?;
         self.by_actor.insert(actor.get_id(), sid.to_owned());
         self.active.insert(sid.to_owned(), (actor.clone(), user));
-        metrics::gauge!("gridmesh_sessions_active").set(self.active.len() as f64);
+        self.publish_count();
         Ok(Some(actor))
+    }
+
+    /// Publishes the number of resident sessions (metrics and the admin API).
+    fn publish_count(&self) {
+        let count = self.active.len() as u64;
+        metrics::gauge!("gridmesh_sessions_active").set(count as f64);
+        self.ctx
+            .counters
+            .active_sessions
+            .store(count, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn end(&mut self, sessions: &[String], users: &[String]) {
@@ -307,7 +319,7 @@ impl SessionSupervisorState {
     }
 
     fn sync(&mut self, myself: &ActorRef<SessionSupervisorMsg>) {
-        metrics::gauge!("gridmesh_sessions_active").set(self.active.len() as f64);
+        self.publish_count();
         if self.syncing {
             return;
         }

@@ -25,6 +25,7 @@ use ractor::{
 use ractor_cluster::RactorMessage;
 
 use crate::context::NodeContext;
+use crate::mailbox::{Mailbox, MailboxKind};
 use crate::meter::{MeterActor, MeterArgs, MeterMsg, MeterWork, reject_all};
 use crate::restart::{RestartBudget, RestartDecision};
 use crate::writer::WriteCursor;
@@ -59,6 +60,8 @@ pub enum ShardMsg {
     PassivateAll,
     /// Counters of this shard.
     Stats(RpcReplyPort<ShardStats>),
+    /// The meters whose actor is resident (not passivating).
+    ActiveMeters(RpcReplyPort<Vec<String>>),
     /// The actor of an active meter, if any (for tests and admin tools).
     Lookup {
         /// The meter.
@@ -94,6 +97,7 @@ pub struct ShardSupervisor;
 
 struct ActiveMeter {
     actor: ActorRef<MeterMsg>,
+    mailbox: Mailbox,
     lru_tick: u64,
     last_used: Instant,
 }
@@ -101,6 +105,7 @@ struct ActiveMeter {
 /// A meter whose actor is stopping, with what arrived for it meanwhile.
 struct Passivating {
     buffered: Vec<MeterMsg>,
+    mailbox: Mailbox,
 }
 
 /// State of a shard supervisor.
@@ -152,7 +157,10 @@ impl Actor for ShardSupervisor {
         s: &mut ShardState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            ShardMsg::Ingest(work) => s.ingest(&myself, work).await,
+            ShardMsg::Ingest(work) => {
+                s.ctx.shard_mailbox(s.shard).received();
+                s.ingest(&myself, work).await
+            }
             ShardMsg::Status { meter_id, reply } => s.status(&myself, meter_id, reply).await,
             ShardMsg::Refresh(meter_id) => {
                 s.passivate(&meter_id, "refresh");
@@ -186,6 +194,10 @@ impl Actor for ShardSupervisor {
             }
             ShardMsg::Stats(reply) => {
                 let _ = reply.send(s.stats());
+                Ok(())
+            }
+            ShardMsg::ActiveMeters(reply) => {
+                let _ = reply.send(s.active.keys().cloned().collect());
                 Ok(())
             }
             ShardMsg::Lookup { meter_id, reply } => {
@@ -280,11 +292,13 @@ impl ShardState {
     ) -> Result<(), ActorProcessingErr> {
         let meter_id = info.meter_id.clone();
         let cursor = self.cursors.entry(meter_id.clone()).or_default().clone();
+        let mailbox = self.ctx.mailboxes.open(MailboxKind::Meter);
         let args = MeterArgs {
             info,
             register,
             cursor,
             ctx: self.ctx.clone(),
+            mailbox: mailbox.clone(),
         };
         let (actor, _) = Actor::spawn_linked(None, MeterActor, args, myself.get_cell()).await?;
         self.by_actor.insert(actor.get_id(), meter_id.clone());
@@ -294,6 +308,7 @@ impl ShardState {
             meter_id,
             ActiveMeter {
                 actor,
+                mailbox,
                 lru_tick: self.tick,
                 last_used: Instant::now(),
             },
@@ -322,7 +337,10 @@ impl ShardState {
         meter.last_used = Instant::now();
         self.lru.insert(self.tick, meter_id.to_owned());
         // A failed send means the actor just died; its supervision event follows.
-        let _ = meter.actor.cast(msg);
+        meter.mailbox.sent();
+        if meter.actor.cast(msg).is_err() {
+            meter.mailbox.received();
+        }
     }
 
     fn passivate(&mut self, meter_id: &str, reason: &'static str) {
@@ -330,13 +348,17 @@ impl ShardState {
             return;
         };
         self.lru.remove(&meter.lru_tick);
+        meter.mailbox.sent();
+        if meter.actor.cast(MeterMsg::Passivate).is_err() {
+            meter.mailbox.received();
+        }
         self.passivating.insert(
             meter_id.to_owned(),
             Passivating {
                 buffered: Vec::new(),
+                mailbox: meter.mailbox,
             },
         );
-        let _ = meter.actor.cast(MeterMsg::Passivate);
         metrics::counter!("gridmesh_meter_passivations_total", "reason" => reason).increment(1);
         crate::context::Counters::add(&self.ctx.counters.passivations, 1);
     }
@@ -372,6 +394,7 @@ impl ShardState {
             return Ok(());
         };
         if let Some(passivating) = self.passivating.remove(&meter_id) {
+            passivating.mailbox.close();
             if !passivating.buffered.is_empty() {
                 // Work arrived while it stopped: start the next incarnation and hand it over.
                 let info = self.ctx.store.meter_info(&meter_id)?;
@@ -390,11 +413,13 @@ impl ShardState {
             return Ok(());
         }
         if let Some(meter) = self.active.remove(&meter_id) {
+            meter.mailbox.close();
             self.lru.remove(&meter.lru_tick);
         }
         let shard = self.shard;
         tracing::warn!(shard, meter = %meter_id, reason, "meter actor stopped unexpectedly");
         metrics::counter!("gridmesh_actor_failures_total", "kind" => "meter").increment(1);
+        crate::context::Counters::add(&self.ctx.counters.actor_failures, 1);
         match self.restarts.record_failure(Instant::now()) {
             RestartDecision::Restart { .. } => Ok(()),
             RestartDecision::Escalate => Err(format!(

@@ -214,6 +214,11 @@ pub const TABLE: &[Rule] = &[
         Access::Roles(ADMIN),
         Scope::None,
     ),
+    rule(
+        "/gridmesh.v1.AdminService/ListActiveMeters",
+        Access::Roles(ADMIN),
+        Scope::None,
+    ),
     // Authentication: tokens come from Login and Refresh; the rest needs one.
     rule("/gridmesh.v1.AuthService/Login", Access::Open, Scope::None),
     rule(

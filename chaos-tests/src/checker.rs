@@ -139,6 +139,9 @@ pub fn check_history(
     result
 }
 
+/// Messages beyond the admitted readings a mailbox may hold (queries, control messages).
+pub const MAILBOX_MARGIN: f64 = 1_000.0;
+
 /// Upper bounds on what the monitor sampled.
 #[derive(Debug, Clone)]
 pub struct ResourceBounds {
@@ -150,7 +153,8 @@ pub struct ResourceBounds {
 
 impl ResourceBounds {
     /// `max_rss_mib`, and the in-flight limits of a node with the default configuration
-    /// (readings in flight per node, forwarded calls in flight per peer).
+    /// (readings in flight per node, forwarded calls in flight per peer, and what these
+    /// allow into one mailbox).
     pub fn node_defaults(max_rss_mib: u64) -> Self {
         let defaults = gridmesh_config::Config::default();
         Self {
@@ -163,6 +167,13 @@ impl ResourceBounds {
                 (
                     "gridmesh_forward_inflight".to_owned(),
                     f64::from(defaults.cluster.max_inflight_per_peer),
+                ),
+                // Every message on the ingest path carries admitted readings, so no mailbox
+                // holds more messages than there are readings in flight; the margin is for
+                // queries and control messages, which admission does not count.
+                (
+                    "gridmesh_mailbox_high_water".to_owned(),
+                    f64::from(defaults.ingest.max_inflight_readings) + MAILBOX_MARGIN,
                 ),
             ],
         }
@@ -768,6 +779,7 @@ mod tests {
         let observations = Observations {
             views: Vec::new(),
             resources: vec![sample(0, 100, 3.0), sample(1, 900, 70.0)],
+            activity: Vec::new(),
         };
         let bounds = ResourceBounds {
             max_rss_bytes: 512 << 20,

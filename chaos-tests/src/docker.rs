@@ -459,6 +459,14 @@ async fn drive_and_check(
         &observations,
         &ResourceBounds::node_defaults(args.max_rss_mib),
     ));
+    violations.extend(crate::activation::check(&observations).violations);
+    let mut running = Vec::new();
+    for i in 0..NODES {
+        let target = format!("{}:7100", node_ip(i));
+        running.push((i, crate::connect_admin(&target).await?));
+    }
+    violations
+        .extend(crate::activation::settled(&running, crate::activation::SETTLE_ACTIVATION).await);
     let planned = windows;
     let windows = log.effective(&planned);
     let length = windows

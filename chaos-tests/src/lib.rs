@@ -17,6 +17,7 @@
 //! the cluster's own invariants) and [`report`] (JSON, Markdown and an SVG timeline); the
 //! `gridmesh-chaos` binary runs them. See `chaos-tests/README.md`.
 
+pub mod activation;
 pub mod checker;
 pub mod cluster;
 pub mod docker;

@@ -2,10 +2,11 @@
 //!
 //! Every [`SAMPLE_EVERY`] it asks each running node for its member list (and its shard map
 //! when the view's epoch changed), and every second it reads each node's resident memory from
-//! `/proc/<pid>/status` and the gauges of its `/metrics`. Every call has a short timeout, so a
-//! paused or cut-off node costs one timeout per round and never stalls the others (they are
-//! asked concurrently). The report derives detection times and shard moves from these samples
-//! ([`detection_time`], [`shards_moved`]); the checker derives the memory bound from them.
+//! `/proc/<pid>/status`, the gauges of its `/metrics` and the meters it has active. Every call
+//! has a short timeout, so a paused or cut-off node costs one timeout per round and never
+//! stalls the others (they are asked concurrently). The report derives detection times and
+//! shard moves from these samples ([`detection_time`], [`shards_moved`]); the checker derives
+//! the memory and mailbox bounds and the single-activation check from them.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -13,7 +14,9 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use gridmesh_proto::client::Client;
-use gridmesh_proto::v1::{GetShardMapRequest, ListMembersRequest, MemberState};
+use gridmesh_proto::v1::{
+    GetShardMapRequest, ListActiveMetersRequest, ListMembersRequest, MemberState,
+};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use crate::schedule::FaultWindow;
@@ -25,11 +28,13 @@ pub const SAMPLE_EVERY: Duration = Duration::from_millis(200);
 const CALL_TIMEOUT: Duration = Duration::from_millis(600);
 
 /// Gauges sampled from `/metrics` (the maximum over label sets is kept).
-pub const GAUGES: [&str; 4] = [
+pub const GAUGES: [&str; 6] = [
     "gridmesh_ingest_inflight_readings",
     "gridmesh_storage_write_queue",
     "gridmesh_forward_inflight",
     "gridmesh_active_actors",
+    "gridmesh_mailbox_queued",
+    "gridmesh_mailbox_high_water",
 ];
 
 /// A node the monitor watches. The nemesis updates `pid` as it stops and starts the node.
@@ -89,6 +94,19 @@ pub struct ResourceSample {
     pub gauges: HashMap<String, f64>,
 }
 
+/// The meters one node had active at one moment.
+#[derive(Debug, Clone)]
+pub struct ActivitySample {
+    /// Sampling round; the nodes of one round are asked at the same time.
+    pub round: u64,
+    /// When the answer came, from the start of the run.
+    pub at: Duration,
+    /// Node index.
+    pub node: usize,
+    /// Meters with a resident actor in shards the node owns, sorted.
+    pub meters: Vec<String>,
+}
+
 /// Everything sampled.
 #[derive(Debug, Clone, Default)]
 pub struct Observations {
@@ -96,6 +114,8 @@ pub struct Observations {
     pub views: Vec<ViewSample>,
     /// Resource samples, in sampling order.
     pub resources: Vec<ResourceSample>,
+    /// Active-meter lists, in sampling order (once a second, with the resources).
+    pub activity: Vec<ActivitySample>,
 }
 
 impl Observations {
@@ -160,15 +180,19 @@ pub async fn run(
                     Some(c) => sample_view(c, known).await,
                     None => None,
                 };
-                let resources = if with_resources {
-                    Some(sample_resources(&slot).await)
+                let (resources, active) = if with_resources {
+                    let active = match &client {
+                        Some(c) => active_meters(c).await,
+                        None => None,
+                    };
+                    (Some(sample_resources(&slot).await), active)
                 } else {
-                    None
+                    (None, None)
                 };
-                (index, client, view, resources)
+                (index, client, view, resources, active)
             });
         }
-        while let Some(Ok((index, client, view, resources))) = tasks.join_next().await {
+        while let Some(Ok((index, client, view, resources, active))) = tasks.join_next().await {
             let at = run_start.elapsed();
             if let Some(client) = client {
                 clients.insert(index, client);
@@ -181,6 +205,14 @@ pub async fn run(
                     epoch,
                     members,
                     owners,
+                });
+            }
+            if let Some((at, meters)) = active {
+                observations.activity.push(ActivitySample {
+                    round,
+                    at: at.saturating_duration_since(run_start),
+                    node: index,
+                    meters,
                 });
             }
             if let Some((rss_bytes, gauges)) = resources {
@@ -205,6 +237,19 @@ async fn connect(grpc: &str) -> Option<Client> {
         .await
         .ok()?
         .ok()
+}
+
+/// The meters active on a node in shards it owns, and when it answered; `None` when it did not
+/// answer in time.
+pub async fn active_meters(client: &Client) -> Option<(Instant, Vec<String>)> {
+    let mut admin = client.admin();
+    let call = admin.list_active_meters(ListActiveMetersRequest {});
+    let reply = tokio::time::timeout(CALL_TIMEOUT, call)
+        .await
+        .ok()?
+        .ok()?
+        .into_inner();
+    Some((Instant::now(), reply.meter_ids))
 }
 
 type View = (u64, Vec<MemberView>, Arc<Vec<String>>);

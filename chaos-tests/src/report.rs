@@ -315,6 +315,7 @@ pub fn to_json(run: &RunSummary<'_>) -> serde_json::Value {
         })
         .collect();
     let whole = period_stats(run.history, Duration::ZERO, Duration::MAX);
+    let activation = crate::activation::check(run.observations);
     let rss: BTreeMap<String, u64> = run
         .observations
         .max_rss()
@@ -355,6 +356,13 @@ pub fn to_json(run: &RunSummary<'_>) -> serde_json::Value {
         "samples": {
             "views": run.observations.views.len(),
             "resources": run.observations.resources.len(),
+            "activity": run.observations.activity.len(),
+        },
+        "single_activation": {
+            "rounds": activation.rounds, "overlaps": activation.overlaps,
+            "unexplained": activation.unexplained,
+            "longest_overlap_s": activation.longest_overlap.as_secs_f64(),
+            "grace_s": crate::activation::OVERLAP_GRACE.as_secs(),
         },
         "proxy": proxy,
         "violations": run.violations().into_iter().take(100).collect::<Vec<_>>(),
@@ -535,6 +543,16 @@ fn resources_section(out: &mut String, run: &RunSummary<'_>) {
     for (name, value) in gauges {
         let _ = writeln!(out, "- {name}: {value}");
     }
+    let activation = crate::activation::check(run.observations);
+    let _ = writeln!(
+        out,
+        "- single activation: {} sampled rounds, {} meter-rounds active on two nodes \
+         (longest {:.1} s), {} while views agreed and were settled",
+        activation.rounds,
+        activation.overlaps,
+        activation.longest_overlap.as_secs_f64(),
+        activation.unexplained
+    );
     if !run.proxy.is_empty() {
         let connections: u64 = run.proxy.iter().map(|(_, s)| s.connections).sum();
         let bytes: u64 = run.proxy.iter().map(|(_, s)| s.bytes).sum();

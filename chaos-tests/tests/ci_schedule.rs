@@ -65,6 +65,19 @@ fn run_schedule(nodes: usize, seed: u64) {
     for w in windows {
         assert!(w["recovery_s"].is_number(), "window never recovered: {w}");
     }
+    // The monitor listed the nodes' active meters and read their mailbox depths throughout.
+    let activation = &report["single_activation"];
+    let rounds = activation["rounds"].as_u64().expect("rounds");
+    assert!(nodes == 1 || rounds >= 10, "{activation}");
+    assert_eq!(activation["unexplained"], 0, "{activation}");
+    let gauges = &report["memory"]["max_gauges"];
+    assert!(
+        gauges["gridmesh_mailbox_high_water"]
+            .as_f64()
+            .expect("mailbox gauge")
+            >= 1.0,
+        "{gauges}"
+    );
     assert!(
         std::fs::read_to_string(out.path().join("report.md"))
             .expect("report.md")

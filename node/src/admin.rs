@@ -5,7 +5,7 @@ use std::io::Write as _;
 use clap::Subcommand;
 use gridmesh_proto::v1::{
     DrainNodeRequest, GetNodeStatsRequest, GetReplicaStatusRequest, GetReplicaStatusResponse,
-    GetShardMapRequest, ListMembersRequest, MemberState, RepairRequest,
+    GetShardMapRequest, ListActiveMetersRequest, ListMembersRequest, MemberState, RepairRequest,
 };
 
 /// `gridmesh admin` subcommands.
@@ -80,6 +80,13 @@ pub enum AdminCommand {
         /// Only this node.
         #[arg(long)]
         node: Option<String>,
+    },
+    /// The meters with a resident actor on the node at the target address, one per line;
+    /// those of shards it does not own (merging copies) are marked `copies`.
+    ActiveMeters {
+        /// Node address (gRPC).
+        #[arg(long, short = 't', default_value = "127.0.0.1:7100")]
+        target: String,
     },
 }
 
@@ -315,6 +322,29 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        AdminCommand::ActiveMeters { target } => {
+            let client = crate::connect::connect(&target).await?;
+            let r = client
+                .admin()
+                .list_active_meters(ListActiveMetersRequest {})
+                .await?
+                .into_inner();
+            let mut out = std::io::stdout().lock();
+            for meter in &r.meter_ids {
+                writeln!(out, "{meter}")?;
+            }
+            for meter in &r.copy_meter_ids {
+                writeln!(out, "{meter} copies")?;
+            }
+            eprintln!(
+                "{}: {} active meters in owned shards, {} merging copies (view epoch {})",
+                r.answered_by,
+                r.meter_ids.len(),
+                r.copy_meter_ids.len(),
+                r.epoch
+            );
+            Ok(())
+        }
         AdminCommand::Stats { target, node } => {
             let client = crate::connect::connect(&target).await?;
             let r = client
@@ -325,14 +355,16 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
                 .await?
                 .into_inner();
             println!(
-                "{:<20} {:>10} {:>8} {:>12} {:>14} {:>12} {:>10} {:>8}",
+                "{:<20} {:>10} {:>8} {:>9} {:>12} {:>14} {:>12} {:>10} {:>9} {:>8}",
                 "NODE",
                 "METERS",
                 "FEEDERS",
+                "SESSIONS",
                 "PASSIVATED",
                 "ACCEPTED",
                 "REJECTED",
                 "FORWARDED",
+                "FAILURES",
                 "UPTIME"
             );
             let (mut accepted, mut rejected) = (0, 0);
@@ -344,15 +376,27 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
                 accepted += n.readings_accepted;
                 rejected += n.readings_rejected;
                 println!(
-                    "{:<20} {:>10} {:>8} {:>12} {:>14} {:>12} {:>10} {:>7}s",
+                    "{:<20} {:>10} {:>8} {:>9} {:>12} {:>14} {:>12} {:>10} {:>9} {:>7}s",
                     n.node,
                     n.active_meters,
                     n.active_feeders,
+                    n.active_sessions,
                     n.passivations,
                     n.readings_accepted,
                     n.readings_rejected,
                     n.batches_forwarded,
+                    n.restarts,
                     n.uptime_s
+                );
+                let mailboxes: Vec<String> = n
+                    .mailboxes
+                    .iter()
+                    .map(|m| format!("{} {}/{}", m.kind, m.queued, m.high_water))
+                    .collect();
+                println!(
+                    "{:<20} mailboxes (queued now / deepest since start): {}",
+                    "",
+                    mailboxes.join(", ")
                 );
             }
             println!("cluster: {accepted} readings accepted, {rejected} rejected");

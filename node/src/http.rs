@@ -43,6 +43,12 @@ async fn metrics(State(state): State<HttpState>) -> impl IntoResponse {
     metrics::gauge!("gridmesh_storage_disk_bytes").set(state.ctx.store.disk_space() as f64);
     metrics::gauge!("gridmesh_ingest_inflight_readings").set(f64::from(state.pipeline.inflight()));
     metrics::gauge!("gridmesh_storage_write_queue").set(state.ctx.writer.queued() as f64);
+    for mailbox in state.ctx.mailboxes.snapshot() {
+        let kind = mailbox.kind.label();
+        metrics::gauge!("gridmesh_mailbox_queued", "kind" => kind).set(mailbox.queued as f64);
+        metrics::gauge!("gridmesh_mailbox_high_water", "kind" => kind)
+            .set(mailbox.high_water as f64);
+    }
     for (peer, inflight) in state.ctx.cluster.inflight_per_peer() {
         metrics::gauge!("gridmesh_forward_inflight", "peer" => peer).set(inflight as f64);
     }

@@ -138,6 +138,14 @@ fn describe_metrics() {
         "gridmesh_storage_write_queue",
         "Write requests waiting for the group-commit writer."
     );
+    describe_gauge!(
+        "gridmesh_mailbox_queued",
+        "Messages waiting in the mailboxes of the ingest path's actors, summed per kind."
+    );
+    describe_gauge!(
+        "gridmesh_mailbox_high_water",
+        "Most messages seen waiting in one actor's mailbox since start, per kind."
+    );
     describe_counter!(
         "gridmesh_alert_changes_total",
         "Alert changes made on this node (opened, occurred, cleared, acknowledged, resolved)."

@@ -6,7 +6,8 @@ mod common;
 use common::*;
 use gridmesh_proto::client::RetryPolicy;
 use gridmesh_proto::v1::{
-    GetFeederLoadRequest, GetMeterStatusRequest, GetReadingsRequest, ReadingBatch, Resolution,
+    GetFeederLoadRequest, GetMeterStatusRequest, GetNodeStatsRequest, GetReadingsRequest,
+    ListActiveMetersRequest, ReadingBatch, Resolution,
 };
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -137,6 +138,42 @@ async fn readings_go_in_and_come_back_exactly() {
         Some(reading("x", 15).ts_ms)
     );
     let _ = client.clone().with_retry(RetryPolicy::none());
+
+    // The node lists the ten meters as active, and its statistics show what went through the
+    // ingest path's mailboxes: every message counted in was counted out again.
+    let active = client
+        .admin()
+        .list_active_meters(ListActiveMetersRequest {})
+        .await
+        .expect("active meters")
+        .into_inner();
+    let expected: Vec<String> = (0..10).map(meter_id).collect();
+    assert_eq!(active.meter_ids, expected);
+    // Feeder updates leave after the ack, so the last ones may still be on their way.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let node = loop {
+        let stats = client
+            .admin()
+            .get_node_stats(GetNodeStatsRequest::default())
+            .await
+            .expect("stats")
+            .into_inner();
+        let node = stats.nodes[0].clone();
+        if node.mailboxes.iter().all(|m| m.queued == 0) || std::time::Instant::now() > deadline {
+            break node;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    };
+    assert_eq!(node.active_meters, 10);
+    assert_eq!(node.restarts, 0);
+    assert!(node.active_sessions >= 1, "this client's session: {node:?}");
+    let kinds: Vec<&str> = node.mailboxes.iter().map(|m| m.kind.as_str()).collect();
+    assert_eq!(kinds, ["shard", "meter", "feeder_supervisor", "feeder"]);
+    let node = &node;
+    for mailbox in &node.mailboxes {
+        assert_eq!(mailbox.queued, 0, "{mailbox:?}");
+        assert!(mailbox.high_water >= 1, "{mailbox:?}");
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

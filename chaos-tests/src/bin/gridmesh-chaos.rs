@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand, ValueEnum};
+use gridmesh_chaos::activation;
 use gridmesh_chaos::checker::{self, ResourceBounds, WipeAllowance};
 use gridmesh_chaos::cluster::{ClusterSpec, ClusterUnderTest, Mode};
 use gridmesh_chaos::monitor::{self, Observations};
@@ -344,6 +345,15 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         &observations,
         &ResourceBounds::node_defaults(args.max_rss_mib),
     ));
+    violations.extend(activation::check(&observations).violations);
+    let mut running = Vec::new();
+    for i in cluster.running() {
+        running.push((
+            i,
+            gridmesh_chaos::connect_admin(&cluster.nodes[i].grpc_target()).await?,
+        ));
+    }
+    violations.extend(activation::settled(&running, activation::SETTLE_ACTIVATION).await);
 
     let summary = RunSummary {
         seed,

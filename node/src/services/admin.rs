@@ -7,8 +7,8 @@ use gridmesh_proto::v1::admin_service_server::AdminService;
 use gridmesh_proto::v1::{
     DrainNodeRequest, DrainNodeResponse, GetNodeStatsRequest, GetNodeStatsResponse,
     GetReplicaStatusRequest, GetReplicaStatusResponse, GetShardMapRequest, GetShardMapResponse,
-    ListMembersRequest, ListMembersResponse, Member, MemberState, RepairRequest, RepairResponse,
-    ShardPlacement,
+    ListActiveMetersRequest, ListActiveMetersResponse, ListMembersRequest, ListMembersResponse,
+    Member, MemberState, RepairRequest, RepairResponse, ShardPlacement,
 };
 use tonic::{Request, Response, Status};
 
@@ -127,5 +127,21 @@ impl AdminService for AdminApi {
             .repair(request.into_inner())
             .await
             .map(Response::new)
+    }
+
+    async fn list_active_meters(
+        &self,
+        _: Request<ListActiveMetersRequest>,
+    ) -> Result<Response<ListActiveMetersResponse>, Status> {
+        let ctx = self.api.ctx();
+        let active = gridmesh_actors::node::active_meters(ctx)
+            .await
+            .map_err(Status::unavailable)?;
+        Ok(Response::new(ListActiveMetersResponse {
+            answered_by: ctx.cluster.name().to_owned(),
+            epoch: active.epoch,
+            meter_ids: active.owned,
+            copy_meter_ids: active.copies,
+        }))
     }
 }
