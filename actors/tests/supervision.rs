@@ -6,7 +6,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use gridmesh_actors::context::NodeContext;
+use gridmesh_actors::context::{Counters, NodeContext};
 use gridmesh_actors::ingest::{Admission, IngestError, IngestPipeline};
 use gridmesh_actors::node::{NodeSupervisor, shard_stats};
 use gridmesh_actors::placement::shard_of;
@@ -171,6 +171,13 @@ async fn a_killed_meter_comes_back_on_demand_with_exact_state() {
         "state resumed exactly after the kill"
     );
     assert_eq!(status.activations, 2);
+    // The failure is counted for the admin API, and the dead actor's mailbox left the totals.
+    assert_eq!(Counters::get(&node.ctx.counters.actor_failures), 1);
+    poll("every counted message to be taken out", async || {
+        let queued: u64 = node.ctx.mailboxes.snapshot().iter().map(|m| m.queued).sum();
+        (queued == 0).then_some(())
+    })
+    .await;
 }
 
 #[tokio::test]
