@@ -123,6 +123,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("AdminService/ListMembers", ADMIN),
     ("AdminService/GetShardMap", ADMIN),
     ("AdminService/GetNodeStats", ADMIN),
+    ("AdminService/ListActiveMeters", ADMIN),
     ("AdminService/DrainNode", ADMIN),
     ("AdminService/GetReplicaStatus", ADMIN),
     ("AdminService/Repair", ADMIN),
@@ -352,6 +353,12 @@ async fn invoke(node: &NodeProcess, client: &Client, user: &str, method: &str, n
             client
                 .admin()
                 .get_node_stats(GetNodeStatsRequest::default())
+                .await,
+        ),
+        "AdminService/ListActiveMeters" => code(
+            client
+                .admin()
+                .list_active_meters(ListActiveMetersRequest {})
                 .await,
         ),
         "AdminService/DrainNode" => code(
