@@ -1,0 +1,127 @@
+//! Memory one cluster member spends per peer: the ractor_cluster session, the remote proxies of
+//! the peer's gateway, heartbeats and the per-peer forwarding state.
+//!
+//! Starts `n0` alone, then adds members one at a time up to `--peers` (default 7). After each
+//! join, once every member lists all of them alive, it waits `--settle` seconds (default 3)
+//! with the cluster idle and reads `n0`'s resident memory (`VmRSS`). Prints each step and the
+//! least-squares slope in KiB per peer.
+//! Repeats `--runs` times (default 3) and prints the median slope.
+//!
+//! ```text
+//! cargo build --release -p gridmesh -p gridmesh-chaos
+//! cargo run --release -p gridmesh-chaos --example peer_memory -- --runs 3
+//! ```
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use gridmesh_chaos::monitor::rss_bytes;
+use gridmesh_chaos::{NodeProcess, gridmesh_binary};
+use gridmesh_proto::client::Client;
+use gridmesh_proto::v1::{ListMembersRequest, MemberState};
+
+const COOKIE: &str = "peer-memory-cookie-0123456789abc";
+
+fn arg(name: &str, default: u64) -> anyhow::Result<u64> {
+    match std::env::args().skip_while(|a| a != name).nth(1) {
+        Some(v) => v.parse().with_context(|| format!("{name} {v}")),
+        None => Ok(default),
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let peers = arg("--peers", 7)? as usize;
+    let runs = arg("--runs", 3)? as usize;
+    let settle = Duration::from_secs(arg("--settle", 3)?);
+    let binary = gridmesh_binary()?;
+    let mut slopes = Vec::new();
+    for run in 0..runs {
+        let points = one_run(&binary, peers, settle).await?;
+        let slope = slope(&points);
+        println!(
+            "run {run}: {}; slope {:.0} KiB per peer",
+            points
+                .iter()
+                .map(|(p, kib)| format!("{p} peers {:.1} MiB", kib / 1024.0))
+                .collect::<Vec<_>>()
+                .join(", "),
+            slope
+        );
+        slopes.push(slope);
+    }
+    slopes.sort_by(f64::total_cmp);
+    println!(
+        "median over {runs} runs: {:.0} KiB of resident memory per peer",
+        slopes[slopes.len() / 2]
+    );
+    Ok(())
+}
+
+/// (peers, RSS KiB of n0) after each join.
+async fn one_run(
+    binary: &std::path::Path,
+    peers: usize,
+    settle: Duration,
+) -> anyhow::Result<Vec<(usize, f64)>> {
+    let dir = tempfile::tempdir()?;
+    let mut nodes: Vec<NodeProcess> = Vec::new();
+    let mut points = Vec::new();
+    for i in 0..=peers {
+        let name = format!("n{i}");
+        // Every member is seeded with n0 only; the others find each other through it.
+        let seeds: Vec<SocketAddr> = nodes
+            .first()
+            .and_then(NodeProcess::cluster_addr)
+            .into_iter()
+            .collect();
+        let mut node = NodeProcess::new(&dir.path().join(&name))?
+            .binary(binary)
+            .clustered(&name, COOKIE, &seeds)?;
+        node.start()?;
+        node.wait_ready(Duration::from_secs(60))?;
+        nodes.push(node);
+        let n0 = nodes[0].connect().await?;
+        wait_alive(&n0, i + 1).await?;
+        tokio::time::sleep(settle).await;
+        let pid = nodes[0].pid().context("n0 runs")?;
+        let rss = rss_bytes(pid).context("n0 RSS")?;
+        points.push((i, rss as f64 / 1024.0));
+    }
+    for node in &mut nodes {
+        let _ = node.terminate(Duration::from_secs(30));
+    }
+    Ok(points)
+}
+
+fn slope(points: &[(usize, f64)]) -> f64 {
+    let n = points.len() as f64;
+    let mx = points.iter().map(|p| p.0 as f64).sum::<f64>() / n;
+    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
+    let num: f64 = points.iter().map(|p| (p.0 as f64 - mx) * (p.1 - my)).sum();
+    let den: f64 = points.iter().map(|p| (p.0 as f64 - mx).powi(2)).sum();
+    if den == 0.0 { 0.0 } else { num / den }
+}
+
+async fn wait_alive(client: &Client, n: usize) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        let members = match client.admin().list_members(ListMembersRequest {}).await {
+            Ok(r) => r.into_inner().members,
+            Err(_) => Vec::new(),
+        };
+        let alive = members
+            .iter()
+            .filter(|m| m.state == MemberState::Alive as i32 && !m.joining)
+            .count();
+        if alive == n {
+            return Ok(());
+        }
+        anyhow::ensure!(
+            start.elapsed() < Duration::from_secs(60),
+            "{n} members alive"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
