@@ -73,7 +73,10 @@ pub fn empty_accumulator(start_ts_ms: i64) -> BucketAccumulator {
 /// Adds one reading's channels to an accumulator.
 pub fn accumulate(acc: &mut BucketAccumulator, reading: &Reading) {
     acc.reading_count += 1;
-    acc.energy_import_wh += reading.interval_energy_import_wh.unwrap_or(0.0);
+    if let Some(wh) = reading.interval_energy_import_wh {
+        acc.energy_import_wh += wh;
+        acc.energy_import_count += 1;
+    }
     acc.energy_export_wh += reading.interval_energy_export_wh.unwrap_or(0.0);
     if let Some(p) = reading.active_power_w {
         acc.power_count += 1;
@@ -99,6 +102,7 @@ pub fn accumulate(acc: &mut BucketAccumulator, reading: &Reading) {
 pub fn merge(into: &mut BucketAccumulator, other: &BucketAccumulator) {
     into.reading_count += other.reading_count;
     into.energy_import_wh += other.energy_import_wh;
+    into.energy_import_count += other.energy_import_count;
     into.energy_export_wh += other.energy_export_wh;
     into.power_count += other.power_count;
     into.power_sum_w += other.power_sum_w;

@@ -5,6 +5,7 @@
 //! |---------------|-------------------------------------------------|------------------------|
 //! | `readings`    | `len(meter) u8, meter, ts_ms u64`               | `v1.Reading` (no id)   |
 //! | `meters`      | `meter`                                         | `MeterState`           |
+//! | `anomaly`     | `meter`                                         | format `u8`, postcard `MeterAnomalyDetector` |
 //! | `registry`    | `b'm', meter` / `b'f', feeder`                  | `MeterInfo`/`FeederInfo` |
 //! | `feeder_load` | `len(feeder) u8, feeder, interval u64, meter`   | `FeederContribution`   |
 //! | `audit`       | `len(meter) u8, meter, ts_ms u64, applied u64`  | `CorrectionAudit`      |

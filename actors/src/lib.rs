@@ -19,6 +19,7 @@
 //! [`placement`], [`restart`].
 
 pub mod alerts;
+pub mod anomaly;
 pub mod api;
 pub mod auth;
 pub mod buckets;

@@ -21,6 +21,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use gridmesh_analytics::alert::AlertEvent;
+use gridmesh_analytics::anomaly::AnomalyRules;
 use gridmesh_proto::internal::{
     BucketAccumulator, CorrectionAudit, FeederContribution, MeterState,
 };
@@ -32,6 +34,7 @@ use ractor::{Actor, ActorProcessingErr, ActorRef, RpcReplyPort};
 use ractor_cluster::RactorMessage;
 use tokio::sync::mpsc;
 
+use crate::anomaly::LiveAnomaly;
 use crate::buckets::{self, Bucket};
 use crate::context::{NodeContext, now_ms};
 use crate::grid::{MeterRules as GridRules, OutageSignal, SignalKind, signals_of};
@@ -184,6 +187,10 @@ pub struct MeterActorState {
     ctx: Arc<NodeContext>,
     /// Grid rules (voltage), when analytics are on and the meter has a nominal voltage.
     grid: Option<GridRules>,
+    /// Anomaly rules, when live anomaly alerts are on (see [`crate::anomaly`]).
+    anomaly_rules: Option<AnomalyRules>,
+    /// Their detector, loaded when the first client batch closes an interval.
+    anomaly: Option<LiveAnomaly>,
     mailbox: Mailbox,
 }
 
@@ -213,6 +220,8 @@ impl Actor for MeterActor {
                 &args.info.meter_id,
                 args.info.nominal_voltage_v,
             ),
+            anomaly_rules: crate::anomaly::rules(&args.ctx.config.analytics),
+            anomaly: None,
             info: args.info,
             cursor: args.cursor,
             ctx: args.ctx,
@@ -278,6 +287,9 @@ struct BatchEffect {
     /// Buckets this batch changed and then closed (a later in-order reading opened a newer
     /// one): their final accumulators, written as feeder contributions.
     closed: BTreeMap<i64, BucketAccumulator>,
+    /// Every bucket an in-order reading of this batch closed, oldest first, with its final
+    /// accumulator (what the anomaly rules judge).
+    finalized: Vec<BucketAccumulator>,
     /// The open bucket must be recomputed from storage (a correction landed in it).
     open_dirty: bool,
     /// Whether the open bucket changed at all.
@@ -304,6 +316,7 @@ impl MeterActorState {
             pending: BTreeMap::new(),
             dirty_buckets: BTreeSet::new(),
             closed: BTreeMap::new(),
+            finalized: Vec::new(),
             open_dirty: false,
             open_touched: false,
         };
@@ -339,6 +352,7 @@ impl MeterActorState {
                         push_signals(&mut effect.outcome.signals, &mut newest, signals);
                     }
                 }
+                alerts.extend(self.judge_closed(&effect).await?);
                 if !alerts.is_empty()
                     && let Some(manager) = self.ctx.alert_manager()
                 {
@@ -364,6 +378,38 @@ impl MeterActorState {
         self.finish_batch(&mut effect)?;
         self.submit(effect, work.outcome).await;
         Ok(())
+    }
+
+    /// Runs the anomaly rules over the intervals this client batch closed, loading the
+    /// detector first when this incarnation has none yet.
+    async fn judge_closed(
+        &mut self,
+        effect: &BatchEffect,
+    ) -> Result<Vec<AlertEvent>, ActorProcessingErr> {
+        let Some(rules) = self.anomaly_rules else {
+            return Ok(Vec::new());
+        };
+        let Some(first) = effect.finalized.first() else {
+            return Ok(Vec::new());
+        };
+        let mut events = Vec::new();
+        if self.anomaly.is_none() {
+            // The history it loads must hold this incarnation's and the last one's writes.
+            self.cursor.wait_applied().await;
+            let (live, caught_up) = LiveAnomaly::load(
+                &self.ctx.store,
+                &self.info.meter_id,
+                rules,
+                first.start_ts_ms,
+            )
+            .map_err(|e| format!("meter {}: {e}", self.info.meter_id))?;
+            self.anomaly = Some(live);
+            events = caught_up;
+        }
+        if let Some(live) = self.anomaly.as_mut() {
+            events.extend(live.observe_closed(&effect.finalized));
+        }
+        Ok(events)
     }
 
     /// Merges a copy of a reading another node accepted; keeps a hint per `hinted_for`.
@@ -505,6 +551,7 @@ impl MeterActorState {
                     // changed it, its contribution must be written; if not, the batch that last
                     // changed it already wrote it.
                     if let Some(previous) = self.state.open_interval.take() {
+                        effect.finalized.push(previous);
                         if effect.open_dirty {
                             effect.dirty_buckets.insert(previous.start_ts_ms);
                         } else if effect.open_touched {
@@ -566,6 +613,11 @@ impl MeterActorState {
             && let Some(open) = self.state.open_interval
         {
             changed.insert(open.start_ts_ms, open);
+        }
+        for bucket in &mut effect.finalized {
+            if let Some(recomputed) = changed.get(&bucket.start_ts_ms) {
+                *bucket = *recomputed;
+            }
         }
         let changed: Vec<BucketAccumulator> = changed.into_values().collect();
         self.contribute(&changed, effect);
@@ -684,6 +736,7 @@ impl MeterActorState {
             pending: BTreeMap::new(),
             dirty_buckets: BTreeSet::new(),
             closed: BTreeMap::new(),
+            finalized: Vec::new(),
             open_dirty: false,
             open_touched: false,
         };
@@ -779,10 +832,20 @@ impl MeterActorState {
     }
 
     async fn passivate(&mut self, myself: ActorRef<MeterMsg>) -> Result<(), ActorProcessingErr> {
+        let mut rows = Vec::new();
         if self.state_dirty {
             // Persist the activation count even when the meter only answered queries.
             let key = self.info.meter_id.as_bytes().to_vec();
-            let rows = vec![Row::put(Space::Meters, key, self.state.encode_to_vec())];
+            rows.push(Row::put(Space::Meters, key, self.state.encode_to_vec()));
+        }
+        if let Some(row) = self
+            .anomaly
+            .as_ref()
+            .and_then(|a| a.row(&self.info.meter_id))
+        {
+            rows.push(row);
+        }
+        if !rows.is_empty() {
             let request = WriteRequest {
                 rows,
                 cursor: Some((self.cursor.clone(), self.cursor.next_seq())),

@@ -79,6 +79,7 @@ pub struct Store {
     pub(crate) db: Database,
     pub(crate) readings: Keyspace,
     pub(crate) meters: Keyspace,
+    pub(crate) anomaly: Keyspace,
     pub(crate) registry: Keyspace,
     pub(crate) feeder_load: Keyspace,
     pub(crate) audit: Keyspace,
@@ -130,6 +131,7 @@ impl Store {
         let store = Self {
             readings: open("readings")?,
             meters: open("meters")?,
+            anomaly: open("anomaly")?,
             registry: open("registry")?,
             feeder_load: open("feeder_load")?,
             audit: open("audit")?,
@@ -270,6 +272,11 @@ impl Store {
     /// The persisted state of a meter actor.
     pub fn meter_state(&self, meter: &str) -> StoreResult<Option<MeterState>> {
         self.decode_get(&self.meters, "meters", meter.as_bytes())
+    }
+
+    /// The persisted anomaly detector of a meter (see [`crate::anomaly`]), undecoded.
+    pub fn anomaly_state(&self, meter: &str) -> StoreResult<Option<Vec<u8>>> {
+        Ok(self.anomaly.get(meter.as_bytes())?.map(|v| v.to_vec()))
     }
 
     /// A meter's registry entry.

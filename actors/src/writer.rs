@@ -39,6 +39,8 @@ pub enum Space {
     Readings,
     /// Meter actor state.
     Meters,
+    /// Persisted anomaly detectors.
+    Anomaly,
     /// Meter and feeder registry.
     Registry,
     /// Feeder interval contributions.
@@ -352,6 +354,7 @@ fn commit_rows(
         let space = match row.space {
             Space::Readings => &store.readings,
             Space::Meters => &store.meters,
+            Space::Anomaly => &store.anomaly,
             Space::Registry => &store.registry,
             Space::FeederLoad => &store.feeder_load,
             Space::Audit => &store.audit,

@@ -32,7 +32,8 @@
 //!    alerted: a new heat pump is not an anomaly.
 //!
 //! State is about 11 KB per meter (four weeks of f32 values plus eight weeks of daily
-//! records); a passivated meter rebuilds it from stored readings with
+//! records). It serialises (serde), so a caller can persist it between activations; one
+//! without persisted state rebuilds it from stored readings with
 //! [`MeterAnomalyDetector::warm_up`].
 
 use std::collections::VecDeque;
@@ -245,6 +246,18 @@ impl MeterAnomalyDetector {
             step_open: false,
             step_opened_day: 0,
             step_clean_days: 0,
+        })
+    }
+
+    /// The rules it runs.
+    pub fn rules(&self) -> &AnomalyRules {
+        &self.rules
+    }
+
+    /// Start of the newest interval it observed, ms (`None` before the first).
+    pub fn last_interval_start_ms(&self) -> Option<i64> {
+        self.last_position.map(|position| {
+            position * self.rules.interval_ms - i64::from(self.rules.offset.offset_minutes) * 60_000
         })
     }
 

@@ -505,6 +505,10 @@ pub struct AnalyticsConfig {
     /// head-ends deliver with. Default `2h`.
     #[serde(with = "duration")]
     pub meter_silent_after: Duration,
+    /// Raise per-meter anomaly alerts (consumption deviation, zero and frozen runs, persistent
+    /// steps) live from the meter actors. Each active meter then holds about 11 KiB of
+    /// detector state, persisted when it passivates. Default true.
+    pub anomaly_alerts: bool,
     /// Robust z-score above which a 15-minute value is a consumption deviation. Default 10.
     pub anomaly_z_threshold: f64,
     /// Weeks of history the feeder load forecast is fitted on. Default 12.
@@ -751,6 +755,7 @@ impl Default for AnalyticsConfig {
             balance_days_sustained: 3,
             outage_confirm: Duration::from_secs(300),
             meter_silent_after: Duration::from_secs(7200),
+            anomaly_alerts: true,
             anomaly_z_threshold: 10.0,
             forecast_training_weeks: 12,
             utc_offset_minutes: 0,

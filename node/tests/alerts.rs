@@ -272,3 +272,72 @@ async fn rules_raise_alerts_that_operators_and_time_resolve() {
             .collect::<Vec<_>>()
     );
 }
+
+/// Meter 0 reports the same interval energy again and again (a stuck register): the anomaly
+/// rules in its actor raise one frozen-run alert. Half of the run is seen by an actor that is
+/// then passivated (its detector persisted), the rest by the next incarnation.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_meter_raises_one_anomaly_alert_across_passivation() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = node(dir.path(), &[])
+        .env("GRIDMESH_ACTORS__METER_IDLE_TIMEOUT", "\"1s\"")
+        .env("GRIDMESH_ACTORS__PASSIVATION_INTERVAL", "\"100ms\"");
+    node.start().expect("start");
+    let client = connect(&node).await;
+    client
+        .registry()
+        .import_topology(topology())
+        .await
+        .expect("topology");
+    let energy = |m: usize, k: i64| {
+        if m == 0 {
+            123.0
+        } else {
+            100.0 + ((k * 7 + m as i64) % 11) as f64
+        }
+    };
+    let push_k = async |k: i64| {
+        let readings = (0..METERS)
+            .map(|m| sample(m, k, 230.0, energy(m, k)))
+            .collect();
+        let (ack, _) = client
+            .push_batch(ReadingBatch {
+                batch_id: k as u64,
+                readings,
+            })
+            .await
+            .expect("push");
+        assert!(ack.rejected.is_empty(), "{ack:?}");
+    };
+    for k in 0..7 {
+        push_k(k).await;
+    }
+    // Every meter goes idle and is passivated.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let active = client
+            .admin()
+            .list_active_meters(gridmesh_proto::v1::ListActiveMetersRequest {})
+            .await
+            .expect("active meters")
+            .into_inner();
+        if active.meter_ids.is_empty() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "meters never passivated");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        alerts(&client, "frozen_run").await.is_empty(),
+        "six intervals are not a run yet"
+    );
+    // Twelve identical intervals in a row are a frozen run; reading 14 closes interval 13.
+    for k in 7..16 {
+        push_k(k).await;
+    }
+    let frozen = wait_alert(&client, "frozen_run", AlertState::Open).await;
+    assert_eq!(frozen.asset_id, meter_id(0));
+    assert_eq!(frozen.feeder_id, "F-A");
+    let all = alerts(&client, "frozen_run").await;
+    assert_eq!(all.len(), 1, "only the frozen meter: {all:?}");
+}

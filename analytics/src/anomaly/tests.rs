@@ -150,3 +150,23 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn the_newest_interval_is_known_in_any_offset() {
+    for minutes in [0, 60, -330] {
+        let rules = AnomalyRules {
+            offset: crate::time::LocalOffset::new(minutes).unwrap(),
+            ..AnomalyRules::default()
+        };
+        let mut d = MeterAnomalyDetector::new("m", rules).unwrap();
+        assert_eq!(d.last_interval_start_ms(), None);
+        d.observe_interval(1_000 * Q, 5.0);
+        d.observe_interval(1_003 * Q, 5.0);
+        assert_eq!(
+            d.last_interval_start_ms(),
+            Some(1_003 * Q),
+            "offset {minutes}"
+        );
+        assert_eq!(d.rules(), &rules);
+    }
+}
