@@ -271,6 +271,11 @@ impl Actor for FeederActor {
                         feeder_id: feeder_id.clone(),
                         rating_kva: info.rating_kva,
                         meters,
+                        transformers: info
+                            .transformers
+                            .iter()
+                            .map(|t| (t.transformer_id.clone(), t.rating_kva))
+                            .collect(),
                     },
                 )
             }
@@ -343,25 +348,26 @@ impl FeederState {
         };
         let mut events = rules.signals(signals);
         for start in rules.due() {
-            let (totals, meters) = match self.intervals.get(&start) {
-                Some(by_meter) => {
-                    let mut totals = IntervalTotals::default();
-                    let mut meters = Vec::new();
-                    for (meter, c) in by_meter {
-                        if c.head_meter {
-                            totals.head_import_wh += c.energy_import_wh;
-                            totals.head_export_wh += c.energy_export_wh;
-                        } else {
-                            totals.customer_net_wh += c.energy_import_wh - c.energy_export_wh;
-                            totals.customer_reactive_var += c.reactive_power_var;
-                            meters.push(meter.clone());
-                        }
-                    }
-                    (totals, meters)
+            let mut totals = IntervalTotals::default();
+            let mut transformers: BTreeMap<String, IntervalTotals> = BTreeMap::new();
+            let mut meters = Vec::new();
+            for (meter, c) in self.intervals.get(&start).into_iter().flatten() {
+                if c.head_meter {
+                    totals.head_import_wh += c.energy_import_wh;
+                    totals.head_export_wh += c.energy_export_wh;
+                    continue;
                 }
-                None => (IntervalTotals::default(), Vec::new()),
-            };
-            events.extend(rules.judge(start, totals, &meters));
+                let net_wh = c.energy_import_wh - c.energy_export_wh;
+                totals.customer_net_wh += net_wh;
+                totals.customer_reactive_var += c.reactive_power_var;
+                if let Some(t) = rules.transformer_of(meter) {
+                    let t = transformers.entry(t.to_owned()).or_default();
+                    t.customer_net_wh += net_wh;
+                    t.customer_reactive_var += c.reactive_power_var;
+                }
+                meters.push(meter.clone());
+            }
+            events.extend(rules.judge(start, totals, &transformers, &meters));
         }
         if events.is_empty() {
             return;

@@ -18,7 +18,7 @@
 //! late head-ends) neither make healthy meters look silent nor get an interval judged
 //! before its readings are in.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use gridmesh_analytics::alert::{AlertEvent, Asset};
 use gridmesh_analytics::balance::{BalanceDay, BalanceRules, EnergyBalanceMonitor};
@@ -143,6 +143,8 @@ pub struct FeederSetup {
     pub rating_kva: f64,
     /// Its meters with their transformer ids (the head meter excluded).
     pub meters: Vec<(String, String)>,
+    /// Its rated transformers: id and rating, kVA.
+    pub transformers: Vec<(String, f64)>,
 }
 
 /// A day-ahead forecast of a feeder's mean load.
@@ -174,6 +176,10 @@ struct DayAcc {
 pub struct FeederRules {
     feeder_id: String,
     loading: Option<LoadingMonitor>,
+    /// Loading of each rated transformer, by id.
+    transformer_loading: BTreeMap<String, LoadingMonitor>,
+    /// The transformer of each customer meter whose transformer is rated.
+    transformer_of: HashMap<String, String>,
     predicted: Option<PredictedOverloadMonitor>,
     outage: OutageTracker,
     balance: EnergyBalanceMonitor,
@@ -228,6 +234,22 @@ impl FeederRules {
             silent_after_ms: config.meter_silent_after.as_millis() as i64,
             ..OutageRules::default()
         };
+        let transformer_loading: BTreeMap<String, LoadingMonitor> = setup
+            .transformers
+            .iter()
+            .filter_map(|(id, rating_kva)| {
+                let asset = Asset::transformer(id.clone());
+                LoadingMonitor::new(asset, rating_kva * 1000.0, loading_rules)
+                    .ok()
+                    .map(|m| (id.clone(), m))
+            })
+            .collect();
+        let transformer_of = setup
+            .meters
+            .iter()
+            .filter(|(_, t)| transformer_loading.contains_key(t))
+            .map(|(m, t)| (m.clone(), t.clone()))
+            .collect();
         let customer_meters = setup.meters.len() as u32;
         let outage =
             OutageTracker::new(setup.feeder_id.clone(), setup.meters, outage_rules).ok()?;
@@ -245,6 +267,8 @@ impl FeederRules {
         Some(FeederRules {
             feeder_id: setup.feeder_id,
             loading,
+            transformer_loading,
+            transformer_of,
             predicted,
             outage,
             balance,
@@ -330,11 +354,20 @@ impl FeederRules {
         due
     }
 
-    /// Judges one interval with its totals and the customer meters that reported in it.
+    /// The rated transformer a customer meter is on, if any: the caller sums the meter's
+    /// contribution into that transformer's totals for [`FeederRules::judge`].
+    pub fn transformer_of(&self, meter: &str) -> Option<&str> {
+        self.transformer_of.get(meter).map(String::as_str)
+    }
+
+    /// Judges one interval with its totals, the totals of each rated transformer (customer
+    /// fields only; a transformer none of whose meters reported counts as unloaded) and the
+    /// customer meters that reported in it.
     pub fn judge(
         &mut self,
         start: i64,
         totals: IntervalTotals,
+        transformers: &BTreeMap<String, IntervalTotals>,
         meters: &[String],
     ) -> Vec<AlertEvent> {
         let mut events = Vec::new();
@@ -344,6 +377,15 @@ impl FeederRules {
                 loading.observe(start, start + MIN15_MS, p_w, totals.customer_reactive_var)
         {
             events.extend(window.events);
+        }
+        for (id, loading) in &mut self.transformer_loading {
+            let t = transformers.get(id).copied().unwrap_or_default();
+            let p_w = t.customer_net_wh * 3_600_000.0 / MIN15_MS as f64;
+            if let Ok(window) =
+                loading.observe(start, start + MIN15_MS, p_w, t.customer_reactive_var)
+            {
+                events.extend(window.events);
+            }
         }
         self.history.push_back(p_w);
         while self.history.len() > self.history_max {
@@ -419,7 +461,10 @@ mod tests {
         let setup = FeederSetup {
             feeder_id: "F".into(),
             rating_kva: 100.0,
-            meters: (0..4).map(|i| (format!("M{i}"), "T".to_owned())).collect(),
+            meters: (0..4)
+                .map(|i| (format!("M{i}"), format!("T{}", i / 2)))
+                .collect(),
+            transformers: vec![("T0".into(), 25.0)],
         };
         FeederRules::new(&AnalyticsConfig::default(), setup).expect("analytics are on")
     }
@@ -433,7 +478,7 @@ mod tests {
             ..IntervalTotals::default()
         };
         (0..windows)
-            .flat_map(|k| rules.judge(k * MIN15_MS, totals, &[]))
+            .flat_map(|k| rules.judge(k * MIN15_MS, totals, &BTreeMap::new(), &[]))
             .filter_map(|e| match e {
                 AlertEvent::Raise(r) => Some(r.key.kind),
                 AlertEvent::Clear { .. } => None,
@@ -450,5 +495,49 @@ mod tests {
         // With 40 kvar the apparent power is 103 kVA: an overload.
         let with_q = raised(95_000.0, 40_000.0, 4);
         assert!(with_q.contains(&AlertKind::Overload), "{with_q:?}");
+    }
+
+    #[test]
+    fn a_rated_transformer_is_judged_on_its_own_meters() {
+        let mut rules = rules();
+        assert_eq!(rules.transformer_of("M0"), Some("T0"));
+        assert_eq!(rules.transformer_of("M1"), Some("T0"));
+        // T1 has no rating: its meters count for the feeder only.
+        assert_eq!(rules.transformer_of("M2"), None);
+        // 30 kW on T0 (25 kVA): 120 %, while the feeder (100 kVA) carries 40 kW.
+        let wh = |w: f64| w * MIN15_MS as f64 / 3_600_000.0;
+        let feeder = IntervalTotals {
+            customer_net_wh: wh(40_000.0),
+            ..IntervalTotals::default()
+        };
+        let on_t0 = IntervalTotals {
+            customer_net_wh: wh(30_000.0),
+            ..IntervalTotals::default()
+        };
+        let transformers = BTreeMap::from([("T0".to_owned(), on_t0)]);
+        let mut raised = Vec::new();
+        for k in 0..4 {
+            for e in rules.judge(k * MIN15_MS, feeder, &transformers, &[]) {
+                if let AlertEvent::Raise(r) = e {
+                    raised.push((r.key.kind, r.key.asset));
+                }
+            }
+        }
+        let t0 = Asset::transformer("T0");
+        assert!(
+            raised.contains(&(AlertKind::Overload, t0.clone())),
+            "{raised:?}"
+        );
+        assert!(raised.iter().all(|(_, asset)| *asset == t0), "{raised:?}");
+        // The transformer unloaded (none of its meters reported) clears it.
+        let mut cleared = Vec::new();
+        for k in 4..12 {
+            for e in rules.judge(k * MIN15_MS, feeder, &BTreeMap::new(), &[]) {
+                if let AlertEvent::Clear { key, .. } = e {
+                    cleared.push(key.kind);
+                }
+            }
+        }
+        assert!(cleared.contains(&AlertKind::Overload), "{cleared:?}");
     }
 }

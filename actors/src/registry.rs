@@ -57,6 +57,9 @@ pub struct ImportCounts {
     pub meters_updated: u32,
 }
 
+/// Most transformers one feeder lists.
+pub const MAX_TRANSFORMERS: usize = 10_000;
+
 /// Checks a feeder entry on its own.
 pub fn validate_feeder(feeder: &FeederInfo) -> Result<(), RegistryError> {
     check_feeder_id(&feeder.feeder_id).map_err(|e| RegistryError::Invalid(e.to_string()))?;
@@ -71,6 +74,38 @@ pub fn validate_feeder(feeder: &FeederInfo) -> Result<(), RegistryError> {
         check_meter_id(&feeder.head_meter_id).map_err(|e| {
             RegistryError::Invalid(format!("feeder {}: head_meter_id: {e}", feeder.feeder_id))
         })?;
+    }
+    if feeder.transformers.len() > MAX_TRANSFORMERS {
+        return Err(RegistryError::Invalid(format!(
+            "feeder {}: {} transformers, at most {MAX_TRANSFORMERS}",
+            feeder.feeder_id,
+            feeder.transformers.len()
+        )));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for t in &feeder.transformers {
+        let id = &t.transformer_id;
+        check_feeder_id(id).map_err(|e| {
+            RegistryError::Invalid(format!(
+                "feeder {}: transformer_id: {}",
+                feeder.feeder_id,
+                e.to_string().replace("feeder", "transformer")
+            ))
+        })?;
+        if !seen.insert(id.as_str()) {
+            return Err(RegistryError::Invalid(format!(
+                "feeder {}: transformer {id} is listed twice",
+                feeder.feeder_id
+            )));
+        }
+        let rating = t.rating_kva;
+        if !rating.is_finite() || rating <= 0.0 || rating > 1e6 {
+            return Err(RegistryError::Invalid(format!(
+                "feeder {}: transformer {id}: rating_kva = {rating} must be a positive number \
+                 of kVA up to 1e6",
+                feeder.feeder_id
+            )));
+        }
     }
     Ok(())
 }

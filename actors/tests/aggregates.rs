@@ -54,6 +54,7 @@ async fn node() -> Node {
         feeder_id: "F".into(),
         rating_kva: 50.0,
         head_meter_id: String::new(),
+        transformers: Vec::new(),
     }];
     let meters = (0..METERS)
         .map(|m| MeterInfo {

@@ -50,6 +50,7 @@ async fn start(
         feeder_id: "F1".into(),
         rating_kva: 100.0,
         head_meter_id: String::new(),
+        transformers: Vec::new(),
     }];
     let meters = (0..8)
         .map(|i| MeterInfo {

@@ -269,6 +269,7 @@ fn topology(meters: &[String]) -> ImportTopologyRequest {
             feeder_id: "FO-F".to_owned(),
             rating_kva: 1000.0,
             head_meter_id: String::new(),
+            transformers: Vec::new(),
         }],
         meters: meters
             .iter()

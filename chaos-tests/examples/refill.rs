@@ -295,6 +295,7 @@ fn topology(meters: &[String]) -> ImportTopologyRequest {
                 feeder_id: format!("RF-F{f}"),
                 rating_kva: 5000.0,
                 head_meter_id: String::new(),
+                transformers: Vec::new(),
             })
             .collect(),
         meters: meters

@@ -96,6 +96,7 @@ pub fn topology(config: &WorkloadConfig) -> ImportTopologyRequest {
             feeder_id: format!("CHF-{f}"),
             rating_kva: 500.0,
             head_meter_id: String::new(),
+            transformers: Vec::new(),
         })
         .collect();
     let meters = (0..config.clients)

@@ -91,6 +91,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         feeder_id: "F".into(),
         rating_kva: 1e5,
         head_meter_id: String::new(),
+        transformers: Vec::new(),
     }];
     for start in (0..meters).step_by(50_000) {
         let batch = (start..(start + 50_000).min(meters))

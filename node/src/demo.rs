@@ -362,9 +362,12 @@ async fn print_alerts(target: &str, events: &[crate::sim::GridEvent]) -> anyhow:
     if !events.is_empty() {
         println!("Simulated grid events");
         for e in events {
-            let caught = alerts.iter().find(|a| {
-                a.kind == e.expect_kind && (a.asset_id == e.asset || a.feeder_id == e.feeder)
-            });
+            // The alert on the event's own asset first, else one on its feeder (a transformer
+            // overloaded by a feeder-wide surge, a meter of a sagging transformer).
+            let of_kind = || alerts.iter().filter(|a| a.kind == e.expect_kind);
+            let caught = of_kind()
+                .find(|a| a.asset_id == e.asset)
+                .or_else(|| of_kind().find(|a| a.feeder_id == e.feeder));
             let verdict = match caught {
                 Some(a) => format!("caught: {}", a.message),
                 None => format!("NOT caught (expected a {} alert)", e.expect_kind),

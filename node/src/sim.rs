@@ -21,7 +21,7 @@
 //! Same seed, same configuration, same readings, on every machine.
 
 use gridmesh_proto::v1::{
-    FeederInfo, MeterEventKind, MeterInfo, PhaseValues, Reading, ServiceType,
+    FeederInfo, MeterEventKind, MeterInfo, PhaseValues, Reading, ServiceType, TransformerInfo,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -37,6 +37,17 @@ const THEFT_FEEDER: usize = 4;
 
 fn transformer_id(feeder_id: &str, t: usize) -> String {
     format!("{feeder_id}-T{t:02}")
+}
+
+/// The smallest standard distribution transformer rating of at least `kva`.
+fn nameplate_kva(kva: f64) -> f64 {
+    const SIZES: [f64; 10] = [
+        16.0, 25.0, 50.0, 100.0, 160.0, 250.0, 400.0, 630.0, 1000.0, 1600.0,
+    ];
+    SIZES
+        .into_iter()
+        .find(|s| *s >= kva)
+        .unwrap_or((kva / 100.0).ceil() * 100.0)
 }
 
 /// Interval between readings, ms (15 minutes).
@@ -192,10 +203,27 @@ impl Generator {
                     .sum::<f64>();
                 // Sized so that ordinary evening peaks load the feeder to 60–95 %.
                 let rating_kva = (customers * 2.4).max(50.0).round();
+                let feeder_id = format!("FDR-{f:03}");
+                // Fewer customers share a transformer, so their peaks coincide less: each is
+                // sized with more headroom, then rounded up to a standard nameplate.
+                let transformers = (0..TRANSFORMERS)
+                    .filter_map(|t| {
+                        let scale = meters
+                            .iter()
+                            .filter(|m| m.feeder == f && m.transformer == t)
+                            .map(|m| m.scale)
+                            .sum::<f64>();
+                        (scale > 0.0).then(|| TransformerInfo {
+                            transformer_id: transformer_id(&feeder_id, t),
+                            rating_kva: nameplate_kva(scale * 4.0),
+                        })
+                    })
+                    .collect();
                 FeederInfo {
-                    feeder_id: format!("FDR-{f:03}"),
+                    head_meter_id: format!("{feeder_id}-HEAD"),
+                    feeder_id,
                     rating_kva,
-                    head_meter_id: format!("FDR-{f:03}-HEAD"),
+                    transformers,
                 }
             })
             .collect();

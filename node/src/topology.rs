@@ -2,12 +2,14 @@
 //!
 //! Topology files come in two formats, chosen by extension:
 //!
-//! - JSON: `{"feeders": [{"feeder_id", "rating_kva", "head_meter_id"}],
-//!   "meters": [{"meter_id", "feeder_id", "transformer_id", "nominal_voltage_v",
-//!   "service_type", "has_pv"}]}` with `service_type` one of `residential`, `commercial`,
-//!   `industrial`;
-//! - CSV with a header and a `kind` column (`feeder` or `meter`); the columns are the JSON
-//!   fields, and columns that do not apply to a row are left empty.
+//! - JSON: `{"feeders": [{"feeder_id", "rating_kva", "head_meter_id",
+//!   "transformers": [{"transformer_id", "rating_kva"}]}], "meters": [{"meter_id",
+//!   "feeder_id", "transformer_id", "nominal_voltage_v", "service_type", "has_pv"}]}` with
+//!   `service_type` one of `residential`, `commercial`, `industrial`;
+//! - CSV with a header and a `kind` column (`feeder`, `transformer` or `meter`); the columns
+//!   are the JSON fields (a transformer row has `id`, `feeder_id` and `rating_kva`, and its
+//!   feeder must be a row of the same file), and columns that do not apply to a row are left
+//!   empty.
 //!
 //! The whole file is validated by the node before anything is stored.
 
@@ -17,7 +19,7 @@ use anyhow::Context as _;
 use clap::{Subcommand, ValueEnum};
 use gridmesh_proto::v1::{
     FeederInfo, GetFeederLoadRequest, GetMeterStatusRequest, GetReadingsRequest,
-    ImportTopologyRequest, MeterInfo, Resolution, ServiceType,
+    ImportTopologyRequest, MeterInfo, Resolution, ServiceType, TransformerInfo,
 };
 use serde::{Deserialize, Serialize};
 
@@ -193,6 +195,15 @@ struct FeederRow {
     rating_kva: f64,
     #[serde(default)]
     head_meter_id: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    transformers: Vec<TransformerRow>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TransformerRow {
+    transformer_id: String,
+    rating_kva: f64,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -303,7 +314,29 @@ fn parse_csv(text: &str) -> anyhow::Result<TopologyFile> {
                     .rating_kva
                     .with_context(|| format!("row {}: feeder needs rating_kva", line + 2))?,
                 head_meter_id: row.head_meter_id,
+                transformers: Vec::new(),
             }),
+            "transformer" => {
+                let rating_kva = row
+                    .rating_kva
+                    .with_context(|| format!("row {}: transformer needs rating_kva", line + 2))?;
+                let feeder = file
+                    .feeders
+                    .iter_mut()
+                    .find(|f| f.feeder_id == row.feeder_id)
+                    .with_context(|| {
+                        format!(
+                            "row {}: transformer {}: feeder {:?} must be a feeder row above it",
+                            line + 2,
+                            row.id,
+                            row.feeder_id
+                        )
+                    })?;
+                feeder.transformers.push(TransformerRow {
+                    transformer_id: row.id,
+                    rating_kva,
+                });
+            }
             "meter" => file.meters.push(MeterRow {
                 meter_id: row.id,
                 feeder_id: row.feeder_id,
@@ -315,7 +348,7 @@ fn parse_csv(text: &str) -> anyhow::Result<TopologyFile> {
                 has_pv: row.has_pv.unwrap_or(false),
             }),
             other => anyhow::bail!(
-                "row {}: kind must be feeder or meter, not {other:?}",
+                "row {}: kind must be feeder, transformer or meter, not {other:?}",
                 line + 2
             ),
         }
@@ -331,6 +364,14 @@ fn from_file(file: TopologyFile) -> anyhow::Result<ImportTopologyRequest> {
             feeder_id: f.feeder_id,
             rating_kva: f.rating_kva,
             head_meter_id: f.head_meter_id,
+            transformers: f
+                .transformers
+                .into_iter()
+                .map(|t| TransformerInfo {
+                    transformer_id: t.transformer_id,
+                    rating_kva: t.rating_kva,
+                })
+                .collect(),
         })
         .collect();
     let meters = file
@@ -377,6 +418,14 @@ fn to_file(request: &ImportTopologyRequest) -> TopologyFile {
                 feeder_id: f.feeder_id.clone(),
                 rating_kva: f.rating_kva,
                 head_meter_id: f.head_meter_id.clone(),
+                transformers: f
+                    .transformers
+                    .iter()
+                    .map(|t| TransformerRow {
+                        transformer_id: t.transformer_id.clone(),
+                        rating_kva: t.rating_kva,
+                    })
+                    .collect(),
             })
             .collect(),
         meters: request
@@ -408,6 +457,19 @@ fn write_csv(request: &ImportTopologyRequest, out: impl std::io::Write) -> anyho
             rating_kva: Some(f.rating_kva),
             head_meter_id: f.head_meter_id.clone(),
         })?;
+        for t in &f.transformers {
+            writer.serialize(CsvRow {
+                kind: "transformer".into(),
+                id: t.transformer_id.clone(),
+                feeder_id: f.feeder_id.clone(),
+                transformer_id: String::new(),
+                nominal_voltage_v: None,
+                service_type: None,
+                has_pv: None,
+                rating_kva: Some(t.rating_kva),
+                head_meter_id: String::new(),
+            })?;
+        }
     }
     for m in &request.meters {
         writer.serialize(CsvRow {
@@ -774,6 +836,24 @@ async fn query_feeder(feeder: String, range: RangeArgs) -> anyhow::Result<()> {
                 &f.head_meter_id
             }
         );
+        if !f.transformers.is_empty() {
+            let shown: Vec<String> = f
+                .transformers
+                .iter()
+                .take(8)
+                .map(|t| format!("{} {} kVA", t.transformer_id, t.rating_kva))
+                .collect();
+            let more = if f.transformers.len() > shown.len() {
+                ", …"
+            } else {
+                ""
+            };
+            println!(
+                "{} rated transformers: {}{more}",
+                f.transformers.len(),
+                shown.join(", ")
+            );
+        }
     }
     println!(
         "{:<17} {:>7} {:>12} {:>12} {:>10} {:>10} {:>10} {:>12}",
@@ -880,6 +960,12 @@ mod tests {
         let err =
             parse_csv(&format!("{header}\nfeeder,F1,,,,,,,\n")).expect_err("feeder without rating");
         assert!(format!("{err:#}").contains("row 2"), "{err:#}");
+        let err = parse_csv(&format!("{header}\ntransformer,T1,F1,,,,,50,\n"))
+            .expect_err("transformer before its feeder");
+        assert!(
+            format!("{err:#}").contains("must be a feeder row"),
+            "{err:#}"
+        );
         let err = from_file(TopologyFile {
             feeders: vec![],
             meters: vec![MeterRow {

@@ -9,9 +9,9 @@ use std::time::{Duration, Instant};
 use common::*;
 use gridmesh_proto::client::Client;
 use gridmesh_proto::v1::{
-    AcknowledgeAlertRequest, Alert, AlertChange, AlertState, FeederInfo, GetForecastRequest,
-    ImportTopologyRequest, ListAlertsRequest, MeterInfo, PhaseValues, Reading, ReadingBatch,
-    ResolveAlertRequest, ServiceType, WatchAlertsRequest,
+    AcknowledgeAlertRequest, Alert, AlertChange, AlertState, AssetKind, FeederInfo,
+    GetForecastRequest, ImportTopologyRequest, ListAlertsRequest, MeterInfo, PhaseValues, Reading,
+    ReadingBatch, ResolveAlertRequest, ServiceType, TransformerInfo, WatchAlertsRequest,
 };
 use tonic::Code;
 
@@ -24,12 +24,18 @@ fn topology() -> ImportTopologyRequest {
             // 10 kVA: four meters drawing 3 kW each overload it.
             rating_kva: 10.0,
             head_meter_id: String::new(),
+            // Meters 0 and 1 on a 5 kVA transformer: 6 kW overload it too. TR-2 is not
+            // rated, so it has no loading rules.
+            transformers: vec![TransformerInfo {
+                transformer_id: "TR-1".into(),
+                rating_kva: 5.0,
+            }],
         }],
         meters: (0..METERS)
             .map(|m| MeterInfo {
                 meter_id: meter_id(m),
                 feeder_id: "F-A".into(),
-                transformer_id: "TR-1".into(),
+                transformer_id: if m < 2 { "TR-1" } else { "TR-2" }.into(),
                 nominal_voltage_v: 230.0,
                 service_type: ServiceType::Residential as i32,
                 has_pv: false,
@@ -180,11 +186,48 @@ async fn rules_raise_alerts_that_operators_and_time_resolve() {
     for k in 10..16 {
         push(&client, k, |_| 230.0, 750.0).await;
     }
-    let overload = wait_alert(&client, "overload", AlertState::Open).await;
-    assert_eq!(overload.asset_id, "F-A");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let overloads = loop {
+        let open: Vec<Alert> = alerts(&client, "overload")
+            .await
+            .into_iter()
+            .filter(|a| a.state == AlertState::Open as i32)
+            .collect();
+        if open.len() >= 2 || Instant::now() > deadline {
+            break open;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    let mut assets: Vec<(i32, &str, &str)> = overloads
+        .iter()
+        .map(|a| (a.asset_kind, a.asset_id.as_str(), a.feeder_id.as_str()))
+        .collect();
+    assets.sort();
+    assert_eq!(
+        assets,
+        [
+            (AssetKind::Transformer as i32, "TR-1", "F-A"),
+            (AssetKind::Feeder as i32, "F-A", "F-A"),
+        ],
+        "the feeder and its rated transformer, not the unrated one: {overloads:?}"
+    );
+    let overload = overloads
+        .into_iter()
+        .find(|a| a.asset_id == "F-A")
+        .expect("feeder overload");
     assert!(overload.value > 100.0, "{overload:?}");
+    let transformer = alerts(&client, "overload")
+        .await
+        .into_iter()
+        .find(|a| a.asset_id == "TR-1")
+        .expect("transformer overload");
+    // 6 kW on 5 kVA.
+    assert!((transformer.value - 120.0).abs() < 1.0, "{transformer:?}");
     let warning = wait_alert(&client, "loading_high", AlertState::Open).await;
-    assert_eq!(warning.asset_id, "F-A");
+    assert!(
+        ["F-A", "TR-1"].contains(&warning.asset_id.as_str()),
+        "{warning:?}"
+    );
 
     // An operator resolves the overload; resolving twice is refused.
     let request = ResolveAlertRequest {

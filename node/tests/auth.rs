@@ -191,6 +191,7 @@ async fn invoke(node: &NodeProcess, client: &Client, user: &str, method: &str, n
                         feeder_id: format!("RF-{user}"),
                         rating_kva: 100.0,
                         head_meter_id: String::new(),
+                        transformers: Vec::new(),
                     }),
                 })
                 .await,
@@ -214,6 +215,7 @@ async fn invoke(node: &NodeProcess, client: &Client, user: &str, method: &str, n
                         feeder_id: format!("IF-{user}"),
                         rating_kva: 100.0,
                         head_meter_id: String::new(),
+                        transformers: Vec::new(),
                     }],
                     meters: vec![],
                 })

@@ -5,8 +5,9 @@ mod common;
 use common::*;
 use gridmesh_proto::client::RetryPolicy;
 use gridmesh_proto::v1::{
-    FeederInfo, GetMeterStatusRequest, GetReadingsRequest, MeterInfo, PhaseValues, ReadingBatch,
-    RegisterFeederRequest, RegisterMeterRequest, RejectReason, Resolution,
+    FeederInfo, GetFeederRequest, GetMeterStatusRequest, GetReadingsRequest, MeterInfo,
+    PhaseValues, ReadingBatch, RegisterFeederRequest, RegisterMeterRequest, RejectReason,
+    Resolution, TransformerInfo,
 };
 use tonic::Code;
 
@@ -175,6 +176,7 @@ async fn bad_batches_and_requests_get_clear_statuses() {
         feeder_id: "F-9".into(),
         rating_kva: 0.0,
         head_meter_id: String::new(),
+        transformers: Vec::new(),
     };
     let status = client
         .registry()
@@ -184,6 +186,45 @@ async fn bad_batches_and_requests_get_clear_statuses() {
         .await
         .expect_err("rating 0");
     assert_eq!(status.code(), Code::InvalidArgument);
+    for (transformers, what) in [
+        (vec![("T-1", 100.0), ("T-1", 50.0)], "listed twice"),
+        (vec![("T-1", f64::NAN)], "rating_kva"),
+        (vec![("T 1", 100.0)], "transformer_id"),
+    ] {
+        let feeder = FeederInfo {
+            feeder_id: "F-9".into(),
+            rating_kva: 100.0,
+            head_meter_id: String::new(),
+            transformers: transformers
+                .into_iter()
+                .map(|(id, rating_kva)| TransformerInfo {
+                    transformer_id: id.into(),
+                    rating_kva,
+                })
+                .collect(),
+        };
+        let status = client
+            .registry()
+            .register_feeder(RegisterFeederRequest {
+                feeder: Some(feeder),
+            })
+            .await
+            .expect_err(what);
+        assert_eq!(status.code(), Code::InvalidArgument, "{what}");
+        assert!(
+            status.message().contains(what),
+            "{what}: {}",
+            status.message()
+        );
+    }
+    let status = client
+        .registry()
+        .get_feeder(GetFeederRequest {
+            feeder_id: "F-9".into(),
+        })
+        .await
+        .expect_err("nothing was registered");
+    assert_eq!(status.code(), Code::NotFound);
     let meter = MeterInfo {
         meter_id: "NEW-2".into(),
         feeder_id: "F-0".into(),

@@ -183,6 +183,7 @@ kinds = ["undervoltage"]
                 feeder_id: "F-N".into(),
                 rating_kva: 100.0,
                 head_meter_id: String::new(),
+                transformers: Vec::new(),
             }],
             meters: (0..3)
                 .map(|m| MeterInfo {

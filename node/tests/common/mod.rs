@@ -39,6 +39,7 @@ pub fn topology(feeders: usize, meters_per_feeder: usize) -> ImportTopologyReque
             feeder_id: format!("F-{f}"),
             rating_kva: 500.0,
             head_meter_id: String::new(),
+            transformers: Vec::new(),
         })
         .collect();
     let meters = (0..feeders * meters_per_feeder)
