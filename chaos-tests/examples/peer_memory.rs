@@ -4,7 +4,7 @@
 //! Starts `n0` alone, then adds members one at a time up to `--peers` (default 7). After each
 //! join, once every member lists all of them alive, it waits `--settle` seconds (default 3)
 //! with the cluster idle and reads `n0`'s resident memory (`VmRSS`). Prints each step and the
-//! least-squares slope in KiB per peer.
+//! Theil–Sen slope in KiB per peer (robust to the allocator returning memory mid-run).
 //! Repeats `--runs` times (default 3) and prints the median slope.
 //!
 //! ```text
@@ -95,13 +95,20 @@ async fn one_run(
     Ok(points)
 }
 
+/// Theil–Sen slope: the median of the slopes between every pair of steps. The allocator now
+/// and then hands tens of MiB back to the kernel between two samples; a least-squares fit
+/// follows such a drop, the median of pairwise slopes does not.
 fn slope(points: &[(usize, f64)]) -> f64 {
-    let n = points.len() as f64;
-    let mx = points.iter().map(|p| p.0 as f64).sum::<f64>() / n;
-    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let num: f64 = points.iter().map(|p| (p.0 as f64 - mx) * (p.1 - my)).sum();
-    let den: f64 = points.iter().map(|p| (p.0 as f64 - mx).powi(2)).sum();
-    if den == 0.0 { 0.0 } else { num / den }
+    let mut slopes = Vec::new();
+    for (i, a) in points.iter().enumerate() {
+        for b in &points[i + 1..] {
+            if b.0 != a.0 {
+                slopes.push((b.1 - a.1) / (b.0 as f64 - a.0 as f64));
+            }
+        }
+    }
+    slopes.sort_by(f64::total_cmp);
+    slopes.get(slopes.len() / 2).copied().unwrap_or(0.0)
 }
 
 async fn wait_alive(client: &Client, n: usize) -> anyhow::Result<()> {
