@@ -191,12 +191,15 @@ impl RunningNode {
 }
 
 async fn open_context(config: Config) -> anyhow::Result<(Arc<NodeContext>, WriterTask)> {
-    let (dir, shards, cache) = (
+    let (dir, shards, cache, journal) = (
         config.node.data_dir.clone(),
         config.actors.shards,
         config.storage.cache_mib,
+        config.storage.max_journal_mib,
     );
-    let store = tokio::task::spawn_blocking(move || Store::open(&dir, shards, cache)).await??;
+    let store =
+        tokio::task::spawn_blocking(move || Store::open_with_journal(&dir, shards, cache, journal))
+            .await??;
     let store = Arc::new(store);
     let (writer, writer_task) =
         Writer::spawn(store.clone(), &config.storage).context("starting the storage writer")?;
