@@ -62,5 +62,5 @@ for run in $(seq 1 "$RUNS"); do
   wait "$node" 2>/dev/null || true
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR] = $1} END {print a[int((NR + 1) / 2)]}'; }
-printf 'median over %d runs (storage.max_journal_mib = %s): %s MiB of journal, ready after %.2f s\n' \
+printf 'median over %d runs (storage.max_journal_mib = %s): %s MiB of journal, ready %.2f s\n' \
   "$RUNS" "$JOURNAL_MIB" "$(median "${journals[@]}")" "$(median "${times[@]}")"

@@ -467,7 +467,7 @@ impl Auth {
         .map_err(|_| status::actor_unavailable("the session actor"))?
     }
 
-    /// Tells the session's owner about activity, at most every [`TOUCH_EVERY`] per session
+    /// Tells the session's owner about activity, at most every `TOUCH_EVERY` per session
     /// from this node.
     pub fn touch(&self, ctx: &Arc<NodeContext>, session_id: &str) {
         if session_id.is_empty() {

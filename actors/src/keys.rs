@@ -5,7 +5,7 @@
 //! |---------------|-------------------------------------------------|------------------------|
 //! | `readings`    | `len(meter) u8, meter, ts_ms u64`               | `v1.Reading` (no id)   |
 //! | `meters`      | `meter`                                         | `MeterState`           |
-//! | `anomaly`     | `meter`                                         | format `u8`, postcard `MeterAnomalyDetector` |
+//! | `anomaly`     | `meter`                                         | `u8` format, postcard   |
 //! | `registry`    | `b'm', meter` / `b'f', feeder`                  | `MeterInfo`/`FeederInfo` |
 //! | `feeder_load` | `len(feeder) u8, feeder, interval u64, meter`   | `FeederContribution`   |
 //! | `audit`       | `len(meter) u8, meter, ts_ms u64, applied u64`  | `CorrectionAudit`      |
@@ -14,6 +14,9 @@
 //! | `alert_log`   | `seq u64`                                       | `v1.Alert` (as changed) |
 //! | `dead_letters`| `failed_at_ms << 16 | n` (u64)                  | `DeadLetter`           |
 //! | `meta`        | UTF-8 name                                      | UTF-8 value            |
+//!
+//! An `anomaly` value is a format byte, then the postcard encoding of the meter's
+//! `MeterAnomalyDetector` (see [`crate::anomaly`]).
 //!
 //! Timestamps are at or after 2000-01-01 (validated), so they are positive and the `u64`
 //! encoding preserves order. Ids are at most 64 bytes, so one length byte suffices; the length
