@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use gridmesh_proto::client::Client;
 use gridmesh_proto::v1::{
     GetFeederLoadRequest, GetMeterStatusRequest, GetReadingsRequest, GetReplicaStatusRequest,
-    GetShardMapRequest, ListMembersRequest, MemberState, Resolution,
+    GetShardMapRequest, ListAlertsRequest, ListMembersRequest, MemberState, Resolution,
 };
 
 use crate::monitor::Observations;
@@ -578,6 +578,109 @@ pub async fn check_copies(
     }))
 }
 
+/// What the nodes say about the alert probe's frozen-run condition after healing.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AlertCheck {
+    /// Probe readings acknowledged.
+    pub probe_readings: u64,
+    /// Distinct alerts for the condition, as the first answering node has them.
+    pub alerts: usize,
+    /// Of those, the ones resolved as `merged` into another (raised on both sides of a
+    /// partition).
+    pub merged: usize,
+    /// Alerts raised more than once, nodes disagreeing, or no alert although the run was long
+    /// enough.
+    pub violations: Vec<String>,
+}
+
+/// Checks that the probe's frozen run became exactly one alert that every node keeps the
+/// same way: at most one alert that is not merged into another, the same alerts (id, state)
+/// on every node, and one at all once the probe sent more than a run's worth of readings.
+/// Alerts travel to the other nodes asynchronously, so it polls for up to `within`.
+pub async fn check_alerts(
+    grpc_targets: &[String],
+    probe_readings: u64,
+    within: Duration,
+) -> AlertCheck {
+    let deadline = Instant::now() + within;
+    loop {
+        let result = alerts_once(grpc_targets, probe_readings).await;
+        if result.violations.is_empty() || Instant::now() >= deadline {
+            return result;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn alerts_once(grpc_targets: &[String], probe_readings: u64) -> AlertCheck {
+    let mut check = AlertCheck {
+        probe_readings,
+        ..AlertCheck::default()
+    };
+    let mut views: Vec<(String, AlertView)> = Vec::new();
+    for target in grpc_targets {
+        let listed = match crate::connect_admin(target).await {
+            Ok(client) => client
+                .alerts()
+                .list_alerts(ListAlertsRequest {
+                    kind: "frozen_run".into(),
+                    asset_id: workload::PROBE_METER.into(),
+                    ..ListAlertsRequest::default()
+                })
+                .await
+                .map(|r| r.into_inner().alerts)
+                .map_err(|e| e.to_string()),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        match listed {
+            Ok(alerts) => {
+                let mut view: AlertView = alerts
+                    .into_iter()
+                    .map(|a| (a.alert_id, a.state, a.resolved_by))
+                    .collect();
+                view.sort();
+                views.push((target.clone(), view));
+            }
+            Err(e) => check
+                .violations
+                .push(format!("alerts of {target}: could not list them: {e}")),
+        }
+    }
+    judge_alert_views(&views, &mut check);
+    check
+}
+
+/// One node's alerts of the probe condition: (alert id, state, resolved by), sorted.
+type AlertView = Vec<(String, i32, String)>;
+
+/// The pure part of [`check_alerts`]: judges what each node listed.
+fn judge_alert_views(views: &[(String, AlertView)], check: &mut AlertCheck) {
+    let probe_readings = check.probe_readings;
+    let Some((first, view)) = views.first() else {
+        return;
+    };
+    check.alerts = view.len();
+    check.merged = view.iter().filter(|a| a.2 == "merged").count();
+    let live = check.alerts - check.merged;
+    if live > 1 {
+        check.violations.push(format!(
+            "the probe's frozen run was raised as {live} alerts (not merged) on {first}: {view:?}"
+        ));
+    }
+    if live == 0 && probe_readings > workload::PROBE_RUN + 1 {
+        check.violations.push(format!(
+            "{probe_readings} identical probe intervals raised no frozen-run alert on {first}"
+        ));
+    }
+    for (target, other) in &views[1..] {
+        if other != view {
+            check.violations.push(format!(
+                "alerts differ after healing: {first} has {view:?}, {target} has {other:?}"
+            ));
+        }
+    }
+}
+
 fn meter_ids(config: &WorkloadConfig) -> Vec<String> {
     (0..config.clients)
         .flat_map(|c| (0..config.meters_per_client).map(move |m| workload::meter_id(c, m)))
@@ -670,6 +773,42 @@ pub async fn verify(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_condition_is_one_alert_kept_alike_everywhere() {
+        let alert = |id: &str, state: i32, by: &str| (id.to_owned(), state, by.to_owned());
+        let judge = |views: Vec<(&str, AlertView)>, readings: u64| {
+            let mut check = AlertCheck {
+                probe_readings: readings,
+                ..AlertCheck::default()
+            };
+            let views: Vec<(String, AlertView)> =
+                views.into_iter().map(|(n, v)| (n.to_owned(), v)).collect();
+            judge_alert_views(&views, &mut check);
+            check
+        };
+        let open = alert("k@1", 1, "");
+        let merged = alert("k@2", 3, "merged");
+        // One open alert and one merged into it (both sides of a partition), alike on both.
+        let fine = judge(
+            vec![
+                ("n0", vec![open.clone(), merged.clone()]),
+                ("n1", vec![open.clone(), merged.clone()]),
+            ],
+            40,
+        );
+        assert_eq!((fine.alerts, fine.merged), (2, 1));
+        assert!(fine.violations.is_empty(), "{:?}", fine.violations);
+        // Raised twice.
+        let twice = judge(vec![("n0", vec![open.clone(), alert("k@3", 1, "")])], 40);
+        assert_eq!(twice.violations.len(), 1, "{:?}", twice.violations);
+        // Nodes disagree.
+        let apart = judge(vec![("n0", vec![open.clone()]), ("n1", vec![])], 40);
+        assert_eq!(apart.violations.len(), 1, "{:?}", apart.violations);
+        // Never raised although the run was long enough; fine while it was too short.
+        assert_eq!(judge(vec![("n0", vec![])], 40).violations.len(), 1);
+        assert!(judge(vec![("n0", vec![])], 5).violations.is_empty());
+    }
 
     fn op(outcome: Outcome, readings: &[(&str, i64, f64)]) -> Op {
         Op {

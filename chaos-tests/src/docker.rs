@@ -495,6 +495,7 @@ async fn drive_and_check(
         skipped_faults: Vec::new(),
         max_rss_bytes: args.max_rss_mib << 20,
         replay,
+        alerts: None,
     };
     report::write_all(&args.out, &summary, length)?;
     let passed = summary.passed();

@@ -159,6 +159,8 @@ pub struct RunSummary<'a> {
     pub max_rss_bytes: u64,
     /// Command that replays the run.
     pub replay: String,
+    /// The alert probe's check (`None` where the probe did not run).
+    pub alerts: Option<&'a crate::checker::AlertCheck>,
 }
 
 impl RunSummary<'_> {
@@ -364,6 +366,10 @@ pub fn to_json(run: &RunSummary<'_>) -> serde_json::Value {
             "longest_overlap_s": activation.longest_overlap.as_secs_f64(),
             "grace_s": crate::activation::OVERLAP_GRACE.as_secs(),
         },
+        "alerts_once": run.alerts.map(|a| json!({
+            "probe_readings": a.probe_readings, "alerts": a.alerts, "merged": a.merged,
+            "violations": a.violations.len(),
+        })),
         "proxy": proxy,
         "violations": run.violations().into_iter().take(100).collect::<Vec<_>>(),
         "kinds": kinds,
@@ -553,6 +559,17 @@ fn resources_section(out: &mut String, run: &RunSummary<'_>) {
         activation.longest_overlap.as_secs_f64(),
         activation.unexplained
     );
+    if let Some(a) = run.alerts {
+        let _ = writeln!(
+            out,
+            "- alerts raised once: the probe's {} identical intervals became {} frozen-run \
+             alert(s), {} of them merged into another; {} violation(s)",
+            a.probe_readings,
+            a.alerts,
+            a.merged,
+            a.violations.len()
+        );
+    }
     if !run.proxy.is_empty() {
         let connections: u64 = run.proxy.iter().map(|(_, s)| s.connections).sum();
         let bytes: u64 = run.proxy.iter().map(|(_, s)| s.bytes).sum();

@@ -98,6 +98,12 @@ pub fn topology(config: &WorkloadConfig) -> ImportTopologyRequest {
             head_meter_id: String::new(),
             transformers: Vec::new(),
         })
+        .chain([FeederInfo {
+            feeder_id: PROBE_FEEDER.into(),
+            rating_kva: 500.0,
+            head_meter_id: String::new(),
+            transformers: Vec::new(),
+        }])
         .collect();
     let meters = (0..config.clients)
         .flat_map(|c| (0..config.meters_per_client).map(move |m| (c, m)))
@@ -107,8 +113,65 @@ pub fn topology(config: &WorkloadConfig) -> ImportTopologyRequest {
             nominal_voltage_v: 230.0,
             ..MeterInfo::default()
         })
+        .chain([MeterInfo {
+            meter_id: PROBE_METER.into(),
+            feeder_id: PROBE_FEEDER.into(),
+            nominal_voltage_v: 230.0,
+            ..MeterInfo::default()
+        }])
         .collect();
     ImportTopologyRequest { feeders, meters }
+}
+
+/// The alert probe's meter: it reports the same 15-minute energy over and over (a stuck
+/// register), so its primary's anomaly rules raise one frozen-run alert after
+/// [`PROBE_RUN`] intervals; the checker then asks every node how many alerts that became.
+pub const PROBE_METER: &str = "CH-PROBE";
+/// The probe meter's feeder (apart from the workload's, whose loads the checker sums).
+pub const PROBE_FEEDER: &str = "CHF-PROBE";
+/// Intervals in a row after which the anomaly rules call the probe's values frozen (their
+/// default `frozen_run_min`).
+pub const PROBE_RUN: u64 = 12;
+/// Most probe readings a run sends (15 minutes apart, so they stay in the past).
+const PROBE_MAX: i64 = 2_000;
+
+/// Runs the alert probe until `stop` is set; returns how many of its readings were
+/// acknowledged. Each reading is resent (through the next node) until a node acknowledges
+/// it, so the run of identical intervals has no gap whatever the faults do; a resend after an
+/// unknown outcome is an idempotent duplicate.
+pub async fn run_probe(
+    config: WorkloadConfig,
+    targets: Vec<Client>,
+    stop: Arc<std::sync::atomic::AtomicBool>,
+) -> u64 {
+    let retry = RetryPolicy {
+        max_attempts: 1,
+        attempt_timeout: Some(config.request_timeout),
+        ..RetryPolicy::default()
+    };
+    let targets: Vec<Client> = targets.into_iter().map(|t| t.with_retry(retry)).collect();
+    let (mut k, mut attempt) = (0i64, 0usize);
+    while k < PROBE_MAX && !stop.load(std::sync::atomic::Ordering::Relaxed) {
+        let batch = ReadingBatch {
+            batch_id: k as u64,
+            readings: vec![Reading {
+                meter_id: PROBE_METER.into(),
+                ts_ms: config.base_ts_ms + (k + 1) * 900_000,
+                interval_energy_import_wh: Some(123.0),
+                ..Reading::default()
+            }],
+        };
+        let target = &targets[attempt % targets.len()];
+        attempt += 1;
+        match target.push_batch(batch).await {
+            Ok((ack, _)) if ack.rejected.is_empty() => {
+                k += 1;
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+            _ => tokio::time::sleep(Duration::from_millis(300)).await,
+        }
+    }
+    k as u64
 }
 
 /// Feeder of a meter.

@@ -70,6 +70,16 @@ fn run_schedule(nodes: usize, seed: u64) {
     let rounds = activation["rounds"].as_u64().expect("rounds");
     assert!(nodes == 1 || rounds >= 10, "{activation}");
     assert_eq!(activation["unexplained"], 0, "{activation}");
+    // The alert probe's stuck register became one frozen-run alert, kept alike on every node.
+    let alerts = &report["alerts_once"];
+    assert!(
+        alerts["probe_readings"].as_u64().expect("probe readings") > 13,
+        "{alerts}"
+    );
+    let live =
+        alerts["alerts"].as_u64().expect("alerts") - alerts["merged"].as_u64().expect("merged");
+    assert_eq!(live, 1, "{alerts}");
+    assert_eq!(alerts["violations"], 0, "{alerts}");
     let gauges = &report["memory"]["max_gauges"];
     assert!(
         gauges["gridmesh_mailbox_high_water"]

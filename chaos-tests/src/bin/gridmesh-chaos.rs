@@ -305,6 +305,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         log,
         observations,
         converged,
+        probe_readings,
         mut violations,
     } = driven;
     violations.extend(log.violations.iter().cloned());
@@ -354,6 +355,13 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         ));
     }
     violations.extend(activation::settled(&running, activation::SETTLE_ACTIVATION).await);
+    let running_targets: Vec<String> = cluster
+        .running()
+        .into_iter()
+        .map(|i| cluster.nodes[i].grpc_target())
+        .collect();
+    let alerts = checker::check_alerts(&running_targets, probe_readings, ALERTS_SETTLE).await;
+    violations.extend(alerts.violations.iter().cloned());
 
     let summary = RunSummary {
         seed,
@@ -375,6 +383,7 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         skipped_faults: skipped,
         max_rss_bytes: args.max_rss_mib << 20,
         replay,
+        alerts: Some(&alerts),
     };
     report::write_all(&args.out, &summary, length)?;
     write_violations(&args.out, &summary)?;
@@ -399,8 +408,13 @@ struct Driven {
     log: NemesisLog,
     observations: Observations,
     converged: Option<Duration>,
+    /// Alert probe readings acknowledged.
+    probe_readings: u64,
     violations: Vec<String>,
 }
+
+/// How long the alerts of the probe may take to reach every node after healing.
+const ALERTS_SETTLE: Duration = Duration::from_secs(20);
 
 /// Runs the workload, the monitor and the nemesis together, then waits for the healed cluster
 /// to be ready and its views to converge.
@@ -428,6 +442,11 @@ async fn drive(
             ))
         })
         .collect();
+    let probe = tokio::spawn(workload::run_probe(
+        config.clone(),
+        targets.to_vec(),
+        stop.clone(),
+    ));
     let (stop_monitor, stopped) = tokio::sync::watch::channel(false);
     let monitor = tokio::spawn(monitor::run(cluster.slots.clone(), start, stopped));
 
@@ -438,6 +457,7 @@ async fn drive(
     for client in clients {
         client.await?;
     }
+    let probe_readings = probe.await?;
     let mut violations = Vec::new();
     if let Err(e) = tokio::task::block_in_place(|| cluster.wait_all_ready(Duration::from_secs(60)))
     {
@@ -471,6 +491,7 @@ async fn drive(
         log,
         observations,
         converged,
+        probe_readings,
         violations,
     })
 }
