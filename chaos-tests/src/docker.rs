@@ -409,6 +409,11 @@ async fn drive_and_check(
             ))
         })
         .collect();
+    let probe = tokio::spawn(workload::run_probe(
+        config.clone(),
+        started.targets.clone(),
+        stop.clone(),
+    ));
     let (stop_monitor, stopped) = tokio::sync::watch::channel(false);
     let monitor = tokio::spawn(monitor::run(started.slots.clone(), start, stopped));
     let log = apply_schedule(project, started, &windows, start).await?;
@@ -418,6 +423,7 @@ async fn drive_and_check(
     for client in clients {
         client.await?;
     }
+    let probe_readings = probe.await?;
 
     let mut violations = log.violations.clone();
     let converged =
@@ -467,6 +473,10 @@ async fn drive_and_check(
     }
     violations
         .extend(crate::activation::settled(&running, crate::activation::SETTLE_ACTIVATION).await);
+    let node_targets: Vec<String> = (0..NODES).map(|i| format!("{}:7100", node_ip(i))).collect();
+    let alerts =
+        checker::check_alerts(&node_targets, probe_readings, Duration::from_secs(20)).await;
+    violations.extend(alerts.violations.iter().cloned());
     let planned = windows;
     let windows = log.effective(&planned);
     let length = windows
@@ -495,7 +505,7 @@ async fn drive_and_check(
         skipped_faults: Vec::new(),
         max_rss_bytes: args.max_rss_mib << 20,
         replay,
-        alerts: None,
+        alerts: Some(&alerts),
     };
     report::write_all(&args.out, &summary, length)?;
     let passed = summary.passed();
