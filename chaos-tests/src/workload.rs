@@ -133,7 +133,7 @@ pub const PROBE_FEEDER: &str = "CHF-PROBE";
 /// default `frozen_run_min`).
 pub const PROBE_RUN: u64 = 12;
 /// Most probe readings a run sends (15 minutes apart, so they stay in the past).
-const PROBE_MAX: i64 = 2_000;
+const PROBE_MAX: i64 = 5_000;
 
 /// Runs the alert probe until `stop` is set; returns how many of its readings were
 /// acknowledged. Each reading is resent (through the next node) until a node acknowledges
@@ -166,7 +166,7 @@ pub async fn run_probe(
         match target.push_batch(batch).await {
             Ok((ack, _)) if ack.rejected.is_empty() => {
                 k += 1;
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(Duration::from_millis(500)).await;
             }
             _ => tokio::time::sleep(Duration::from_millis(300)).await,
         }
