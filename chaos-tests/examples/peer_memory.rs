@@ -13,13 +13,12 @@
 //! ```
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use anyhow::Context;
 use gridmesh_chaos::monitor::rss_bytes;
 use gridmesh_chaos::{NodeProcess, gridmesh_binary};
 use gridmesh_proto::client::Client;
-use gridmesh_proto::v1::{ListMembersRequest, MemberState};
 
 const COOKIE: &str = "peer-memory-cookie-0123456789abc";
 
@@ -83,7 +82,7 @@ async fn one_run(
         node.wait_ready(Duration::from_secs(60))?;
         nodes.push(node);
         let n0 = nodes[0].connect().await?;
-        wait_alive(&n0, i + 1).await?;
+        members_alive(std::slice::from_ref(&n0), i + 1).await?;
         tokio::time::sleep(settle).await;
         let pid = nodes[0].pid().context("n0 runs")?;
         let rss = rss_bytes(pid).context("n0 RSS")?;
@@ -111,24 +110,11 @@ fn slope(points: &[(usize, f64)]) -> f64 {
     slopes.get(slopes.len() / 2).copied().unwrap_or(0.0)
 }
 
-async fn wait_alive(client: &Client, n: usize) -> anyhow::Result<()> {
-    let start = Instant::now();
-    loop {
-        let members = match client.admin().list_members(ListMembersRequest {}).await {
-            Ok(r) => r.into_inner().members,
-            Err(_) => Vec::new(),
-        };
-        let alive = members
-            .iter()
-            .filter(|m| m.state == MemberState::Alive as i32 && !m.joining)
-            .count();
-        if alive == n {
-            return Ok(());
-        }
-        anyhow::ensure!(
-            start.elapsed() < Duration::from_secs(60),
-            "{n} members alive"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Until every one of `clients` lists `n` members, all alive and settled, with the same
+/// shard owners (the harness's own convergence check).
+async fn members_alive(clients: &[Client], n: usize) -> anyhow::Result<()> {
+    gridmesh_chaos::checker::views_converged(clients, n, Duration::from_secs(60))
+        .await
+        .map(|_| ())
+        .map_err(anyhow::Error::msg)
 }

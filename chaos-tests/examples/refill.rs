@@ -27,8 +27,8 @@ use gridmesh_chaos::checker::replicas_converged;
 use gridmesh_chaos::{NodeProcess, cluster_processes, gridmesh_binary};
 use gridmesh_proto::client::Client;
 use gridmesh_proto::v1::{
-    FeederInfo, GetReplicaStatusRequest, ImportTopologyRequest, ListMembersRequest, MemberState,
-    MeterInfo, Reading, ReadingBatch, ServiceType,
+    FeederInfo, GetReplicaStatusRequest, ImportTopologyRequest, MeterInfo, Reading, ReadingBatch,
+    ServiceType,
 };
 
 const COOKIE: &str = "refill-bench-cookie-0123456789ab";
@@ -111,7 +111,7 @@ async fn one_run(binary: &std::path::Path, args: &Args) -> anyhow::Result<RunFig
         node.wait_ready(Duration::from_secs(60))?;
     }
     let clients = connect(&nodes).await?;
-    wait_alive(&clients, 3).await?;
+    members_alive(&clients, 3).await?;
     let meters: Vec<String> = (0..args.meters).map(|i| format!("RF-{i:05}")).collect();
     clients[0]
         .registry()
@@ -143,7 +143,7 @@ async fn one_run(binary: &std::path::Path, args: &Args) -> anyhow::Result<RunFig
 
     // Hinted handoff: n2 down while readings arrive, then back.
     nodes[2].kill()?;
-    wait_alive(&clients[..2], 2).await?;
+    members_alive(&clients[..2], 2).await?;
     let more = args.handoff.div_ceil(meters.len());
     load(&clients[..2], &meters, base, steps..steps + more).await?;
     let hints = hints_pending(&clients[0]).await?;
@@ -265,27 +265,13 @@ async fn connect(nodes: &[NodeProcess]) -> anyhow::Result<Vec<Client>> {
     Ok(out)
 }
 
-async fn wait_alive(clients: &[Client], n: usize) -> anyhow::Result<()> {
-    let start = Instant::now();
-    loop {
-        let mut all = true;
-        for c in clients {
-            let members = match c.admin().list_members(ListMembersRequest {}).await {
-                Ok(r) => r.into_inner().members,
-                Err(_) => Vec::new(),
-            };
-            let alive = members
-                .iter()
-                .filter(|m| m.state == MemberState::Alive as i32 && !m.joining)
-                .count();
-            all &= alive == n;
-        }
-        if all {
-            return Ok(());
-        }
-        anyhow::ensure!(start.elapsed() < Duration::from_secs(60), "{n} members");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+/// Until every one of `clients` lists `n` members, all alive and settled, with the same
+/// shard owners (the harness's own convergence check).
+async fn members_alive(clients: &[Client], n: usize) -> anyhow::Result<()> {
+    gridmesh_chaos::checker::views_converged(clients, n, Duration::from_secs(60))
+        .await
+        .map(|_| ())
+        .map_err(anyhow::Error::msg)
 }
 
 fn topology(meters: &[String]) -> ImportTopologyRequest {

@@ -61,8 +61,18 @@ fn sample(m: usize, k: i64, volts: f64, energy_wh: f64) -> Reading {
 }
 
 async fn push(client: &Client, k: i64, volts: impl Fn(usize) -> f64, energy_wh: f64) {
+    push_each(client, k, volts, |_| energy_wh).await;
+}
+
+/// Pushes reading `k` of every meter, with its own voltage and energy; all must be accepted.
+async fn push_each(
+    client: &Client,
+    k: i64,
+    volts: impl Fn(usize) -> f64,
+    energy_wh: impl Fn(usize) -> f64,
+) {
     let readings = (0..METERS)
-        .map(|m| sample(m, k, volts(m), energy_wh))
+        .map(|m| sample(m, k, volts(m), energy_wh(m)))
         .collect();
     let (ack, _) = client
         .push_batch(ReadingBatch {
@@ -339,19 +349,7 @@ async fn a_frozen_meter_raises_one_anomaly_alert_across_passivation() {
             100.0 + ((k * 7 + m as i64) % 11) as f64
         }
     };
-    let push_k = async |k: i64| {
-        let readings = (0..METERS)
-            .map(|m| sample(m, k, 230.0, energy(m, k)))
-            .collect();
-        let (ack, _) = client
-            .push_batch(ReadingBatch {
-                batch_id: k as u64,
-                readings,
-            })
-            .await
-            .expect("push");
-        assert!(ack.rejected.is_empty(), "{ack:?}");
-    };
+    let push_k = async |k: i64| push_each(&client, k, |_| 230.0, |m| energy(m, k)).await;
     for k in 0..7 {
         push_k(k).await;
     }
