@@ -43,18 +43,26 @@ pub struct LiveAnomaly {
     changed: bool,
 }
 
-/// The anomaly rules of a deployment, or `None` when live anomaly alerts are off.
+/// The anomaly rules of a deployment (`[analytics]`), as the live alerts and the
+/// `GetMeterAnomalies` query both run them.
+pub fn deployment_rules(
+    config: &AnalyticsConfig,
+) -> Result<AnomalyRules, gridmesh_analytics::AnalyticsError> {
+    let rules = AnomalyRules {
+        offset: LocalOffset::new(config.utc_offset_minutes)?,
+        z_threshold: config.anomaly_z_threshold,
+        ..AnomalyRules::default()
+    };
+    rules.validate()?;
+    Ok(rules)
+}
+
+/// The live anomaly rules, or `None` when live anomaly alerts are off.
 pub fn rules(config: &AnalyticsConfig) -> Option<AnomalyRules> {
     if !config.enabled || !config.anomaly_alerts {
         return None;
     }
-    let offset = LocalOffset::new(config.utc_offset_minutes).ok()?;
-    let rules = AnomalyRules {
-        offset,
-        z_threshold: config.anomaly_z_threshold,
-        ..AnomalyRules::default()
-    };
-    rules.validate().ok().map(|()| rules)
+    deployment_rules(config).ok()
 }
 
 impl LiveAnomaly {

@@ -811,20 +811,18 @@ impl Api {
         req: GetMeterAnomaliesRequest,
     ) -> Result<GetMeterAnomaliesResponse, Status> {
         use gridmesh_analytics::alert::{AlertEvent, Severity};
-        use gridmesh_analytics::anomaly::{AnomalyRules, MeterAnomalyDetector};
+        use gridmesh_analytics::anomaly::MeterAnomalyDetector;
+
+        use crate::anomaly::WARM_UP_DAYS;
         const MAX_DAYS: i64 = 92;
-        const WARM_UP_DAYS: i64 = 63;
         const DAY: i64 = 86_400_000;
         check_meter_id(&req.meter_id).map_err(|e| Status::invalid_argument(e.to_string()))?;
         let q = crate::buckets::MIN15_MS;
         let (from, to) = quarter_range(req.from_ts_ms, req.to_ts_ms, MAX_DAYS)?;
         let analytics = &self.ctx.config.analytics;
         let offset = self.local_offset()?;
-        let rules = AnomalyRules {
-            offset,
-            z_threshold: analytics.anomaly_z_threshold,
-            ..AnomalyRules::default()
-        };
+        let rules = crate::anomaly::deployment_rules(analytics)
+            .map_err(|e| Status::internal(e.to_string()))?;
         let mut detector = MeterAnomalyDetector::new(req.meter_id.clone(), rules)
             .map_err(|e| Status::internal(e.to_string()))?;
         let start = offset.day_start_ms(offset.day(from - WARM_UP_DAYS * DAY));
