@@ -1173,6 +1173,7 @@ impl Api {
         }
         let ask = ReplicaStatusRequest {
             shards: req.shards.clone(),
+            before_ts_ms: req.before_ts_ms,
         };
         let local = self.local_replica_status(ask.clone()).await?;
         let (answers, unavailable) = if self.ctx.cluster.enabled() {

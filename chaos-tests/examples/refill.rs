@@ -237,7 +237,10 @@ async fn load(
 async fn hints_pending(client: &Client) -> anyhow::Result<u64> {
     let status = client
         .admin()
-        .get_replica_status(GetReplicaStatusRequest { shards: vec![0] })
+        .get_replica_status(GetReplicaStatusRequest {
+            shards: vec![0],
+            before_ts_ms: None,
+        })
         .await?
         .into_inner();
     Ok(status

@@ -366,7 +366,10 @@ pub struct Replication {
 /// such RPC or does not answer).
 pub async fn replication(client: &Client) -> Option<Replication> {
     let mut admin = client.admin();
-    let request = GetReplicaStatusRequest { shards: vec![0] };
+    let request = GetReplicaStatusRequest {
+        shards: vec![0],
+        before_ts_ms: None,
+    };
     let call = tokio::time::timeout(Duration::from_secs(5), admin.get_replica_status(request));
     let status = call.await.ok()?.ok()?.into_inner();
     Some(Replication {
@@ -388,7 +391,10 @@ pub async fn replicas_converged(
     let mut first_problem = None;
     loop {
         let mut admin = client.admin();
-        let request = GetReplicaStatusRequest { shards: Vec::new() };
+        let request = GetReplicaStatusRequest {
+            shards: Vec::new(),
+            before_ts_ms: None,
+        };
         let call = tokio::time::timeout(Duration::from_secs(10), admin.get_replica_status(request));
         let problem = match call.await {
             Ok(Ok(status)) => {
@@ -444,15 +450,23 @@ pub async fn replicas_converged(
 
 /// Waits (bounded) until every shard has been reported converged (live home replicas equal,
 /// no copy elsewhere holding a reading they lack, every home member answering) at least once
-/// since the call began. With writes in flight the shards are rarely all equal at one instant,
-/// but each one is, between writes, once its replicas caught up; a shard seen so holds every
-/// earlier reading on its whole home set, and later acknowledged ones are on the write quorum.
-pub async fn each_shard_converged(client: &Client, timeout: Duration) -> Result<Duration, String> {
+/// since the call began, counting only readings stamped before `before_ms` when it is given.
+/// With writes in flight the shards are rarely all equal at one instant, and under a steady
+/// load some never are: a cutoff in the past (older readings are no longer being written)
+/// asks only whether the copies agree on those.
+pub async fn each_shard_converged(
+    client: &Client,
+    timeout: Duration,
+    before_ms: Option<i64>,
+) -> Result<Duration, String> {
     let started = Instant::now();
     let mut seen: HashSet<u32> = HashSet::new();
     loop {
         let mut admin = client.admin();
-        let request = GetReplicaStatusRequest { shards: Vec::new() };
+        let request = GetReplicaStatusRequest {
+            shards: Vec::new(),
+            before_ts_ms: before_ms,
+        };
         let call = tokio::time::timeout(Duration::from_secs(10), admin.get_replica_status(request));
         let problem = match call.await {
             Ok(Ok(status)) => {
@@ -490,7 +504,10 @@ pub async fn each_shard_converged(client: &Client, timeout: Duration) -> Result<
 /// readings held), for notes.
 pub async fn replica_snapshot(client: &Client) -> String {
     let mut admin = client.admin();
-    let request = GetReplicaStatusRequest { shards: Vec::new() };
+    let request = GetReplicaStatusRequest {
+        shards: Vec::new(),
+        before_ts_ms: None,
+    };
     let call = tokio::time::timeout(Duration::from_secs(10), admin.get_replica_status(request));
     let Ok(Ok(status)) = call.await else {
         return "no replica status".to_owned();

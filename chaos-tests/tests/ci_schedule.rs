@@ -1,6 +1,7 @@
 //! The CI-sized chaos schedules: the real `gridmesh-chaos` binary against real node processes
 //! (one node, then a three-node cluster), with SIGKILL, SIGSTOP/SIGCONT and restart windows
-//! over 20 seconds, then the checker.
+//! over 20 seconds (the cluster also gets restarts with an emptied data directory, over 30
+//! seconds), then the checker.
 //!
 //! Needs the `gridmesh` binary beside this test's executable (`cargo test --workspace` builds
 //! it) or in `GRIDMESH_BIN`.
@@ -9,25 +10,29 @@ use std::process::Command;
 
 use gridmesh_chaos::gridmesh_binary;
 
+const PROCESS_KINDS: [&str; 3] = ["kill", "pause", "restart"];
+
 #[test]
 fn seeded_process_faults_lose_no_acknowledged_reading() {
-    run_schedule(1, 20_261_203);
+    run_schedule(1, 20_261_203, &PROCESS_KINDS, "20s");
 }
 
-/// Three members: kills, pauses past the down deadline and restarts move shards between
-/// nodes while clients write through all of them.
+/// Three members: kills, pauses past the down deadline, restarts and wipes (a node restarted
+/// with an empty data directory, as after a disk replacement) move shards between nodes while
+/// clients write through all of them. With two copies of every reading a wipe loses none.
 #[test]
 fn a_three_node_cluster_loses_no_acknowledged_reading() {
-    run_schedule(3, 20_261_204);
+    let kinds = [PROCESS_KINDS.as_slice(), &["wipe"]].concat();
+    run_schedule(3, 20_261_204, &kinds, "30s");
 }
 
-fn run_schedule(nodes: usize, seed: u64) {
+fn run_schedule(nodes: usize, seed: u64, kinds: &[&str], duration: &str) {
     let out = tempfile::tempdir().expect("tempdir");
     let gridmesh = gridmesh_binary().expect("the gridmesh binary (cargo build -p gridmesh)");
     let run = Command::new(env!("CARGO_BIN_EXE_gridmesh-chaos"))
-        .args(["run", "--duration", "20s", "--nodes", &nodes.to_string()])
+        .args(["run", "--duration", duration, "--nodes", &nodes.to_string()])
         .args(["--seed", &seed.to_string()])
-        .args(["--faults", "kill,pause,restart", "--clients", "3"])
+        .args(["--faults", &kinds.join(","), "--clients", "3"])
         .arg("--out")
         .arg(out.path())
         .arg("--gridmesh-bin")
@@ -54,12 +59,18 @@ fn run_schedule(nodes: usize, seed: u64) {
     assert_eq!(readings["duplicated"], 0);
     assert_eq!(readings["phantoms"], 0);
     let windows = report["windows"].as_array().expect("windows");
-    let kinds: Vec<&str> = windows
+    let seen: Vec<&str> = windows
         .iter()
         .map(|w| w["kind"].as_str().expect("kind"))
         .collect();
-    for kind in ["kill", "pause", "restart"] {
-        assert!(kinds.contains(&kind), "no {kind} window in {kinds:?}");
+    for kind in kinds {
+        assert!(seen.contains(kind), "no {kind} window in {seen:?}");
+    }
+    if nodes > 1 {
+        // Replicated: a wipe loses nothing, and the emptied node was refilled (`passed`
+        // includes every acknowledged reading having its copies).
+        assert_eq!(report["replicas_checked"], true, "{report}");
+        assert_eq!(readings["lost_to_wipes_expected"], 0, "{readings}");
     }
     // Every window healed and the node served again afterwards.
     for w in windows {

@@ -50,6 +50,10 @@ pub enum AdminCommand {
         /// List every shard, not only those whose copies differ.
         #[arg(long)]
         all: bool,
+        /// Only readings stamped before this time (RFC 3339 or ms since epoch): whether the
+        /// copies agree on everything older, while newer writes are still arriving.
+        #[arg(long)]
+        before: Option<String>,
     },
     /// Compare the replicas of every shard (or the given ones); exits 1 when any differ.
     Verify {
@@ -59,6 +63,10 @@ pub enum AdminCommand {
         /// Only these shards (repeatable).
         #[arg(long)]
         shard: Vec<u32>,
+        /// Only readings stamped before this time (RFC 3339 or ms since epoch): whether the
+        /// copies agree on everything older, while newer writes are still arriving.
+        #[arg(long)]
+        before: Option<String>,
     },
     /// Run anti-entropy and hinted handoff now, on every reachable member or one.
     Repair {
@@ -102,11 +110,18 @@ fn state_name(state: i32) -> &'static str {
 async fn replica_status(
     target: &str,
     shards: Vec<u32>,
+    before: Option<&str>,
 ) -> anyhow::Result<GetReplicaStatusResponse> {
+    let before_ts_ms = before
+        .map(|b| crate::topology::parse_time(Some(b), 0))
+        .transpose()?;
     let client = crate::connect::connect(target).await?;
     Ok(client
         .admin()
-        .get_replica_status(GetReplicaStatusRequest { shards })
+        .get_replica_status(GetReplicaStatusRequest {
+            shards,
+            before_ts_ms,
+        })
         .await?
         .into_inner())
 }
@@ -153,8 +168,13 @@ fn print_shards(status: &GetReplicaStatusResponse, all: bool) -> usize {
 /// Runs an admin command.
 pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
     match command {
-        AdminCommand::Replicas { target, shard, all } => {
-            let status = replica_status(&target, shard).await?;
+        AdminCommand::Replicas {
+            target,
+            shard,
+            all,
+            before,
+        } => {
+            let status = replica_status(&target, shard, before.as_deref()).await?;
             print_shards(&status, all);
             println!(
                 "{:<20} {:>14} {:>12} {:>10} {:>14} {:>20}",
@@ -184,8 +204,12 @@ pub async fn run(command: AdminCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        AdminCommand::Verify { target, shard } => {
-            let status = replica_status(&target, shard).await?;
+        AdminCommand::Verify {
+            target,
+            shard,
+            before,
+        } => {
+            let status = replica_status(&target, shard, before.as_deref()).await?;
             let differing = print_shards(&status, false);
             if differing > 0 {
                 anyhow::bail!(

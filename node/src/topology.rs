@@ -488,7 +488,8 @@ fn write_csv(request: &ImportTopologyRequest, out: impl std::io::Write) -> anyho
     Ok(())
 }
 
-fn parse_time(text: Option<&str>, default_ms: i64) -> anyhow::Result<i64> {
+/// A time given as RFC 3339 or as ms since epoch; `default_ms` when not given.
+pub(crate) fn parse_time(text: Option<&str>, default_ms: i64) -> anyhow::Result<i64> {
     let Some(text) = text else {
         return Ok(default_ms);
     };

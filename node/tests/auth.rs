@@ -375,7 +375,10 @@ async fn invoke(node: &NodeProcess, client: &Client, user: &str, method: &str, n
         "AdminService/GetReplicaStatus" => code(
             client
                 .admin()
-                .get_replica_status(GetReplicaStatusRequest { shards: vec![0] })
+                .get_replica_status(GetReplicaStatusRequest {
+                    shards: vec![0],
+                    before_ts_ms: None,
+                })
                 .await,
         ),
         "AdminService/Repair" => code(

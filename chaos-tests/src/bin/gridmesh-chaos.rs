@@ -450,7 +450,7 @@ async fn drive(
     let (stop_monitor, stopped) = tokio::sync::watch::channel(false);
     let monitor = tokio::spawn(monitor::run(cluster.slots.clone(), start, stopped));
 
-    let log = nemesis::run(cluster, windows, start).await?;
+    let log = nemesis::run(cluster, windows, start, history.clone()).await?;
     tokio::time::sleep_until((start + duration).max(Instant::now()).into()).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     stop.store(true, Ordering::Relaxed);
