@@ -164,6 +164,31 @@ mod tests {
         assert!((0..64).all(|s| empty.owner(s).is_none()));
     }
 
+    /// The names the chaos harness, the compose file and a Kubernetes StatefulSet give
+    /// members: a fourth joining three takes about a quarter of the default shards.
+    #[test]
+    fn a_fourth_member_takes_about_a_quarter_of_the_default_shards() {
+        let shards = gridmesh_config::ActorsConfig::default().shards;
+        for family in ["n", "node", "gridmesh-"] {
+            let names: Vec<String> = (0..4).map(|i| format!("{family}{i}")).collect();
+            let before = map(1, shards, &names[..3]);
+            let after = map(2, shards, &names);
+            let moved = after.moved_from(&before).len() as f64;
+            let quarter = f64::from(shards) / 4.0;
+            assert!(
+                (moved - quarter).abs() <= 0.05 * f64::from(shards),
+                "{family}*: {moved} of {shards} moved"
+            );
+            for name in &names {
+                let owned = after.owned_by(name).count() as f64;
+                assert!(
+                    (owned - quarter).abs() <= 0.05 * f64::from(shards),
+                    "{name} owns {owned}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn shards_spread_over_members() {
         let m = map(1, 1024, &names(5));
@@ -222,6 +247,25 @@ mod tests {
             let bound = (f64::from(shards) * (1.0 / (n + 1) as f64 + 0.05)) as usize;
             prop_assert!(moved.len() <= bound, "{} moved, bound {}", moved.len(), bound);
             prop_assert!(!moved.is_empty());
+        }
+
+        /// At the default shard count a join stays within 1/N + 5 % of the shards for any
+        /// member names, not only for a convenient family of them.
+        #[test]
+        fn a_join_moves_about_one_nth_whatever_the_names(
+            names in proptest::collection::btree_set("[a-z0-9.-]{1,12}", 2..7),
+        ) {
+            let shards = gridmesh_config::ActorsConfig::default().shards;
+            let names: Vec<String> = names.into_iter().collect();
+            let (old, joined) = names.split_at(names.len() - 1);
+            let before = map(1, shards, old);
+            let after = map(2, shards, &names);
+            let moved = after.moved_from(&before);
+            let bound = f64::from(shards) * (1.0 / names.len() as f64 + 0.05);
+            prop_assert!((moved.len() as f64) <= bound, "{} moved, bound {}", moved.len(), bound);
+            for &s in &moved {
+                prop_assert_eq!(after.owner(s), Some(joined[0].as_str()));
+            }
         }
 
         #[test]

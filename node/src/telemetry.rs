@@ -186,6 +186,10 @@ fn describe_metrics() {
         "gridmesh_cluster_sessions_refused_total",
         "Cluster sessions that closed before authenticating."
     );
+    describe_counter!(
+        "gridmesh_cluster_peers_refused_total",
+        "Authenticated peers refused as members, by reason (shards: another actors.shards)."
+    );
     describe_histogram!(
         "gridmesh_digest_build_seconds",
         Unit::Seconds,

@@ -69,6 +69,8 @@ pub struct MembershipState {
     started: Instant,
     /// The peer a registry copy is running from.
     syncing: Option<String>,
+    /// Peers refused for another shard count (logged once each).
+    refused: std::collections::HashSet<String>,
 }
 
 impl Actor for MembershipActor {
@@ -190,6 +192,7 @@ impl Actor for MembershipActor {
             ticks: 0,
             started: Instant::now(),
             syncing: None,
+            refused: std::collections::HashSet::new(),
         };
         state.publish();
         Ok(state)
@@ -239,6 +242,21 @@ impl Actor for MembershipActor {
                         Vec::new()
                     }
                 }
+            }
+            MembershipMsg::Heard(wire) if wire.shards != state.ctx.config.actors.shards => {
+                // Never a member: it would route the same meter to another shard.
+                if state.refused.insert(wire.from.clone()) {
+                    tracing::error!(
+                        peer = %wire.from,
+                        theirs = wire.shards,
+                        ours = state.ctx.config.actors.shards,
+                        "refusing a peer with another shard count; actors.shards must be the \
+                         same on every member"
+                    );
+                    metrics::counter!("gridmesh_cluster_peers_refused_total", "reason" => "shards")
+                        .increment(1);
+                }
+                Vec::new()
             }
             MembershipMsg::Heard(wire) => {
                 state.ctx.cluster.learn_addresses(&wire.known_cluster_addrs);
@@ -357,6 +375,7 @@ impl MembershipState {
                 you_are_down_at: hb.you_are_down_at,
                 epoch: self.membership.epoch(),
                 known_cluster_addrs: known.clone(),
+                shards: self.ctx.config.actors.shards,
             };
             let _ = gateway.cast(GatewayMsg::Heartbeat(wire.encode_to_vec()));
         }
