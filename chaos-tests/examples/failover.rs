@@ -120,6 +120,12 @@ async fn one_round(
         .cloned()
         .collect();
 
+    // Moves are counted on the healthy three (before this round's fault: after it the victim
+    // is down, and a fourth member joining two would take a third, not a quarter).
+    if measure_moves {
+        shard_moves(dir.path(), binary, &nodes, &clients).await?;
+    }
+
     let start = Instant::now();
     match fault {
         "SIGKILL" => nodes[1].kill()?,
@@ -161,9 +167,7 @@ async fn one_round(
     if fault == "SIGSTOP" {
         nodes[1].signal(libc::SIGCONT)?;
     }
-    if measure_moves {
-        shard_moves(dir.path(), binary, &nodes, &clients).await?;
-    }
+
     Ok((detected, serving))
 }
 
