@@ -23,7 +23,8 @@ fn seeded_process_faults_lose_no_acknowledged_reading() {
 #[test]
 fn a_three_node_cluster_loses_no_acknowledged_reading() {
     let kinds = [PROCESS_KINDS.as_slice(), &["wipe"]].concat();
-    run_schedule(3, 20_261_204, &kinds, "30s");
+    // This seed's schedule has two wipes: the second waits for the first one's refill.
+    run_schedule(3, 20_261_211, &kinds, "30s");
 }
 
 fn run_schedule(nodes: usize, seed: u64, kinds: &[&str], duration: &str) {
@@ -71,6 +72,18 @@ fn run_schedule(nodes: usize, seed: u64, kinds: &[&str], duration: &str) {
         // includes every acknowledged reading having its copies).
         assert_eq!(report["replicas_checked"], true, "{report}");
         assert_eq!(readings["lost_to_wipes_expected"], 0, "{readings}");
+        let notes: Vec<String> = windows
+            .iter()
+            .filter(|w| w["kind"] == "wipe")
+            .map(|w| w["notes"].to_string())
+            .collect();
+        assert!(notes.len() >= 2, "two wipes planned: {notes:?}");
+        assert!(
+            notes[1..]
+                .iter()
+                .all(|n| n.contains("seen converged on the readings written before")),
+            "a later wipe did not wait for the earlier one's refill: {notes:?}"
+        );
     }
     // Every window healed and the node served again afterwards.
     for w in windows {
