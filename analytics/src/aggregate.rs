@@ -52,6 +52,10 @@ pub struct DailyMeter {
     pub tou_import_wh: Vec<f64>,
     /// Export per tariff bucket, Wh.
     pub tou_export_wh: Vec<f64>,
+    /// Highest interval import demand within each bucket, W (what a month's demand charges
+    /// by period are built from).
+    #[serde(default)]
+    pub tou_max_demand_w: Vec<f64>,
 }
 
 /// One meter's month of billing determinants.
@@ -123,14 +127,17 @@ pub fn daily_meter(
             load_factor: None,
             tou_import_wh: vec![0.0; buckets],
             tou_export_wh: vec![0.0; buckets],
+            tou_max_demand_w: vec![0.0; buckets],
         });
         let bucket = calendar.bucket_at(i.start_ts_ms);
+        let demand = demand_w(i.import_wh, interval_ms);
         entry.intervals += 1;
         entry.import_wh += i.import_wh;
         entry.export_wh += i.export_wh;
         entry.tou_import_wh[bucket] += i.import_wh;
         entry.tou_export_wh[bucket] += i.export_wh;
-        entry.max_demand = higher(entry.max_demand, demand_w(i.import_wh, interval_ms), i);
+        entry.tou_max_demand_w[bucket] = entry.tou_max_demand_w[bucket].max(demand);
+        entry.max_demand = higher(entry.max_demand, demand, i);
     }
     let mut out: Vec<DailyMeter> = days.into_values().collect();
     for d in &mut out {
@@ -183,6 +190,77 @@ pub fn monthly_billing(
         .into_values()
         .map(|(mut m, days)| {
             m.days = days.len() as u32;
+            m.load_factor = load_factor(m.import_wh, m.intervals, interval_ms, m.max_demand);
+            m
+        })
+        .collect())
+}
+
+/// Monthly billing determinants from daily aggregates (one per local day, any order), as
+/// [`monthly_billing`] computes them from the days' intervals: sums add up, maxima are the
+/// maxima of the days (the earliest day's on a tie, as the intervals' earliest would be).
+/// This is how stored daily rows answer a month without reading its intervals again.
+pub fn monthly_from_days(days: &[DailyMeter], interval_ms: i64) -> Result<Vec<MonthlyBilling>> {
+    if interval_ms <= 0 || DAY_MS % interval_ms != 0 {
+        return Err(invalid(
+            "interval_ms",
+            interval_ms,
+            "must divide a day evenly",
+        ));
+    }
+    let mut sorted: Vec<&DailyMeter> = days.iter().collect();
+    sorted.sort_by_key(|d| d.day);
+    if let Some(pair) = sorted.windows(2).find(|w| w[0].day == w[1].day) {
+        return Err(AnalyticsError::InvalidInput(format!(
+            "day {} appears twice; a month would count it twice",
+            pair[0].day
+        )));
+    }
+    let mut months: BTreeMap<(i32, u8), MonthlyBilling> = BTreeMap::new();
+    for d in sorted.into_iter().filter(|d| d.intervals > 0) {
+        let buckets = d.tou_import_wh.len();
+        let m = months
+            .entry((d.date.year, d.date.month))
+            .or_insert_with(|| MonthlyBilling {
+                year: d.date.year,
+                month: d.date.month,
+                days: 0,
+                intervals: 0,
+                import_wh: 0.0,
+                export_wh: 0.0,
+                tou_import_wh: vec![0.0; buckets],
+                tou_export_wh: vec![0.0; buckets],
+                max_demand: None,
+                tou_max_demand_w: vec![0.0; buckets],
+                load_factor: None,
+            });
+        if d.tou_export_wh.len() != buckets
+            || d.tou_max_demand_w.len() != buckets
+            || m.tou_import_wh.len() != buckets
+        {
+            return Err(AnalyticsError::InvalidInput(format!(
+                "day {} has another number of tariff buckets than its month",
+                d.day
+            )));
+        }
+        m.days += 1;
+        m.intervals += d.intervals;
+        m.import_wh += d.import_wh;
+        m.export_wh += d.export_wh;
+        for b in 0..buckets {
+            m.tou_import_wh[b] += d.tou_import_wh[b];
+            m.tou_export_wh[b] += d.tou_export_wh[b];
+            m.tou_max_demand_w[b] = m.tou_max_demand_w[b].max(d.tou_max_demand_w[b]);
+        }
+        if let Some((w, at)) = d.max_demand
+            && m.max_demand.is_none_or(|(best, _)| w > best)
+        {
+            m.max_demand = Some((w, at));
+        }
+    }
+    Ok(months
+        .into_values()
+        .map(|mut m| {
             m.load_factor = load_factor(m.import_wh, m.intervals, interval_ms, m.max_demand);
             m
         })
@@ -430,6 +508,42 @@ mod tests {
                 let peak_of_buckets = m.tou_max_demand_w.iter().copied().fold(0.0, f64::max);
                 prop_assert_eq!(Some(peak_of_buckets), m.max_demand.map(|(w, _)| w));
             }
+
+            // Months built from the days (as stored daily rows answer them) are the months
+            // built from the intervals, whatever order the days come in.
+            let mut shuffled = days.clone();
+            shuffled.reverse();
+            let from_days = monthly_from_days(&shuffled, MIN15_MS).unwrap();
+            prop_assert_eq!(from_days.len(), months.len());
+            for (a, b) in from_days.iter().zip(&months) {
+                prop_assert_eq!((a.year, a.month, a.days, a.intervals), (b.year, b.month, b.days, b.intervals));
+                prop_assert!(close(a.import_wh, b.import_wh) && close(a.export_wh, b.export_wh));
+                prop_assert_eq!(a.max_demand, b.max_demand);
+                prop_assert_eq!(&a.tou_max_demand_w, &b.tou_max_demand_w);
+                for (x, y) in a.tou_import_wh.iter().zip(&b.tou_import_wh) {
+                    prop_assert!(close(*x, *y));
+                }
+                for (x, y) in a.tou_export_wh.iter().zip(&b.tou_export_wh) {
+                    prop_assert!(close(*x, *y));
+                }
+                match (a.load_factor, b.load_factor) {
+                    (Some(x), Some(y)) => prop_assert!(close(x, y)),
+                    (x, y) => prop_assert_eq!(x, y),
+                }
+            }
         }
+    }
+
+    #[test]
+    fn a_day_given_twice_is_refused_by_the_months() {
+        let i = IntervalEnergy {
+            start_ts_ms: monday(),
+            import_wh: 1.0,
+            export_wh: 0.0,
+        };
+        let days = daily_meter(&[i], MIN15_MS, &calendar(0)).unwrap();
+        let twice = [days[0].clone(), days[0].clone()];
+        assert!(monthly_from_days(&twice, MIN15_MS).is_err());
+        assert!(monthly_from_days(&days, 7 * 60_000).is_err());
     }
 }
