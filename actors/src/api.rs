@@ -608,12 +608,14 @@ impl Api {
     }
 
     /// Daily aggregates and monthly billing determinants of a meter, or a feeder's daily
-    /// peaks, recomputed from the stored 15-minute data (cluster-wide) for the range.
+    /// peaks, for the range. A meter's whole local days come from the daily aggregates its
+    /// actor stored on this node when each day closed (unless `recompute`); everything else
+    /// is computed from the stored 15-minute data, cluster-wide (see [`crate::daily`]).
     pub async fn get_aggregates(
         &self,
         req: GetAggregatesRequest,
     ) -> Result<GetAggregatesResponse, Status> {
-        use gridmesh_analytics::aggregate::{self, IntervalEnergy};
+        use gridmesh_analytics::aggregate::{self, DailyMeter, IntervalEnergy};
         const MAX_DAYS: i64 = 400;
         let span = req.to_ts_ms.saturating_sub(req.from_ts_ms);
         if span <= 0 || span > MAX_DAYS * 86_400_000 {
@@ -621,39 +623,95 @@ impl Api {
                 "[from_ts_ms, to_ts_ms) must be non-empty and at most {MAX_DAYS} days"
             )));
         }
-        let calendar = self
-            .ctx
-            .config
-            .analytics
-            .tariff_calendar()
-            .map_err(|e| status::internal(&e))?;
+        let built;
+        let calendar = match self.ctx.daily_tariff() {
+            Some(tariff) => &tariff.calendar,
+            None => {
+                built = self
+                    .ctx
+                    .config
+                    .analytics
+                    .tariff_calendar()
+                    .map_err(|e| status::internal(&e))?;
+                &built
+            }
+        };
         let quarter = crate::buckets::MIN15_MS;
         let date = |d: gridmesh_analytics::time::CivilDate| {
             format!("{:04}-{:02}-{:02}", d.year, d.month, d.day)
         };
         match (req.meter_id.is_empty(), req.feeder_id.is_empty()) {
             (false, true) => {
-                let readings = self
-                    .get_readings(GetReadingsRequest {
-                        meter_id: req.meter_id.clone(),
-                        from_ts_ms: req.from_ts_ms,
-                        to_ts_ms: req.to_ts_ms,
-                        resolution: Resolution::QuarterHour as i32,
-                        limit: (MAX_DAYS * 96) as u32,
-                        local_only: false,
-                    })
-                    .await?;
-                let intervals: Vec<IntervalEnergy> = readings
-                    .intervals
-                    .iter()
-                    .map(|i| IntervalEnergy {
-                        start_ts_ms: i.start_ts_ms,
-                        import_wh: i.energy_import_wh,
-                        export_wh: i.energy_export_wh,
-                    })
-                    .collect();
+                check_meter_id(&req.meter_id)
+                    .map_err(|e| Status::invalid_argument(format!("meter_id: {e}")))?;
+                let stored = if req.recompute {
+                    BTreeMap::new()
+                } else {
+                    self.stored_days(&req.meter_id, req.from_ts_ms, req.to_ts_ms)
+                        .await?
+                };
+                // What the stored days leave of [from, to), read in pieces of at most 100
+                // days: an answer holds at most 10 000 intervals.
+                const PIECE_MS: i64 = 100 * 86_400_000;
+                let mut gaps = Vec::new();
+                let mut cursor = req.from_ts_ms;
+                if let Some(tariff) = self.ctx.daily_tariff() {
+                    for day in stored.keys() {
+                        let (start, end) = tariff.day_bounds(*day);
+                        if start > cursor {
+                            gaps.push((cursor, start));
+                        }
+                        cursor = end;
+                    }
+                }
+                if cursor < req.to_ts_ms {
+                    gaps.push((cursor, req.to_ts_ms));
+                }
+                let mut intervals: Vec<IntervalEnergy> = Vec::new();
+                let mut unavailable_nodes: Vec<String> = Vec::new();
+                for (from, to) in gaps {
+                    let mut start = from;
+                    while start < to {
+                        let end = (start + PIECE_MS).min(to);
+                        let readings = self
+                            .get_readings(GetReadingsRequest {
+                                meter_id: req.meter_id.clone(),
+                                from_ts_ms: start,
+                                to_ts_ms: end,
+                                resolution: Resolution::QuarterHour as i32,
+                                limit: (PIECE_MS / quarter) as u32,
+                                local_only: false,
+                            })
+                            .await?;
+                        if readings.truncated {
+                            return Err(Status::out_of_range(
+                                "the range holds more readings than one answer reads; ask for \
+                                 a shorter range",
+                            ));
+                        }
+                        intervals.extend(readings.intervals.iter().map(|i| IntervalEnergy {
+                            start_ts_ms: i.start_ts_ms,
+                            import_wh: i.energy_import_wh,
+                            export_wh: i.energy_export_wh,
+                        }));
+                        for node in readings.unavailable_nodes {
+                            if !unavailable_nodes.contains(&node) {
+                                unavailable_nodes.push(node);
+                            }
+                        }
+                        start = end;
+                    }
+                }
+                let stored_days = stored.len() as u32;
+                let mut all: BTreeMap<i64, DailyMeter> = stored;
+                for d in aggregate::daily_meter(&intervals, quarter, calendar)
+                    .map_err(|e| Status::internal(e.to_string()))?
+                {
+                    all.insert(d.day, d);
+                }
+                let all: Vec<DailyMeter> = all.into_values().collect();
                 let buckets = calendar.buckets().to_vec();
-                let tou = |import: &[f64], export: &[f64], demand: Option<&[f64]>| {
+                let tou = |import: &[f64], export: &[f64], demand: &[f64]| {
                     buckets
                         .iter()
                         .enumerate()
@@ -661,26 +719,11 @@ impl Api {
                             bucket: name.clone(),
                             import_wh: import.get(b).copied().unwrap_or(0.0),
                             export_wh: export.get(b).copied().unwrap_or(0.0),
-                            max_demand_w: demand.and_then(|d| d.get(b).copied()).unwrap_or(0.0),
+                            max_demand_w: demand.get(b).copied().unwrap_or(0.0),
                         })
                         .collect::<Vec<_>>()
                 };
-                let days = aggregate::daily_meter(&intervals, quarter, &calendar)
-                    .map_err(|e| Status::internal(e.to_string()))?
-                    .into_iter()
-                    .map(|d| MeterDay {
-                        date: date(d.date),
-                        intervals: d.intervals,
-                        expected_intervals: d.expected_intervals,
-                        import_wh: d.import_wh,
-                        export_wh: d.export_wh,
-                        max_demand_w: d.max_demand.map_or(0.0, |m| m.0),
-                        max_demand_ts_ms: d.max_demand.map_or(0, |m| m.1),
-                        load_factor: d.load_factor.unwrap_or(0.0),
-                        tou: tou(&d.tou_import_wh, &d.tou_export_wh, None),
-                    })
-                    .collect();
-                let months = aggregate::monthly_billing(&intervals, quarter, &calendar)
+                let months = aggregate::monthly_from_days(&all, quarter)
                     .map_err(|e| Status::internal(e.to_string()))?
                     .into_iter()
                     .map(|m| MeterMonth {
@@ -693,18 +736,29 @@ impl Api {
                         max_demand_w: m.max_demand.map_or(0.0, |x| x.0),
                         max_demand_ts_ms: m.max_demand.map_or(0, |x| x.1),
                         load_factor: m.load_factor.unwrap_or(0.0),
-                        tou: tou(
-                            &m.tou_import_wh,
-                            &m.tou_export_wh,
-                            Some(&m.tou_max_demand_w),
-                        ),
+                        tou: tou(&m.tou_import_wh, &m.tou_export_wh, &m.tou_max_demand_w),
+                    })
+                    .collect();
+                let days = all
+                    .into_iter()
+                    .map(|d| MeterDay {
+                        date: date(d.date),
+                        intervals: d.intervals,
+                        expected_intervals: d.expected_intervals,
+                        import_wh: d.import_wh,
+                        export_wh: d.export_wh,
+                        max_demand_w: d.max_demand.map_or(0.0, |m| m.0),
+                        max_demand_ts_ms: d.max_demand.map_or(0, |m| m.1),
+                        load_factor: d.load_factor.unwrap_or(0.0),
+                        tou: tou(&d.tou_import_wh, &d.tou_export_wh, &d.tou_max_demand_w),
                     })
                     .collect();
                 Ok(GetAggregatesResponse {
                     days,
                     months,
                     feeder_days: Vec::new(),
-                    unavailable_nodes: readings.unavailable_nodes,
+                    unavailable_nodes,
+                    stored_days,
                 })
             }
             (true, false) => {
@@ -745,6 +799,46 @@ impl Api {
                  (daily peaks)",
             )),
         }
+    }
+
+    /// The daily aggregates this node stored for `meter`'s whole local days in `[from, to)`
+    /// (none when the analytics are off, or local days are not whole 15-minute intervals).
+    async fn stored_days(
+        &self,
+        meter: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<BTreeMap<i64, gridmesh_analytics::aggregate::DailyMeter>, Status> {
+        let ctx = self.ctx.clone();
+        let meter = meter.to_owned();
+        blocking(move || {
+            let Some(tariff) = ctx.daily_tariff().filter(|t| t.aligned()) else {
+                return Ok(BTreeMap::new());
+            };
+            let first = tariff.day_of_interval(from);
+            let first = if tariff.day_bounds(first).0 < from {
+                first + 1
+            } else {
+                first
+            };
+            // The day holding `to` ends after it (or starts at it): the one before is the
+            // last whole day.
+            let last = tariff.day_of_interval(to) - 1;
+            let rows = ctx
+                .store
+                .daily_rows(&meter, first, last)
+                .map_err(|e| status::internal(&e))?;
+            Ok(rows
+                .into_iter()
+                .filter_map(|(day, bytes)| {
+                    tariff
+                        .decode(&bytes)
+                        .filter(|d| d.day == day)
+                        .map(|d| (day, d))
+                })
+                .collect())
+        })
+        .await
     }
 
     /// The deployment's local time (`analytics.utc_offset_minutes`, validated at start).

@@ -58,6 +58,7 @@ pub struct NodeContext {
     handler: OnceLock<Arc<dyn LocalHandler>>,
     auth: OnceLock<Arc<Auth>>,
     cluster_tls: OnceLock<ClusterTls>,
+    daily: OnceLock<Option<crate::daily::DailyTariff>>,
 }
 
 impl std::fmt::Debug for dyn LocalHandler {
@@ -127,6 +128,7 @@ impl NodeContext {
             handler: OnceLock::new(),
             auth: OnceLock::new(),
             cluster_tls: OnceLock::new(),
+            daily: OnceLock::new(),
         })
     }
 
@@ -157,6 +159,14 @@ impl NodeContext {
     /// TLS for the cluster port, when configured.
     pub fn cluster_tls(&self) -> Option<&ClusterTls> {
         self.cluster_tls.get()
+    }
+
+    /// The calendar daily aggregates are computed and stored with (built once; `None` when
+    /// the analytics are off).
+    pub fn daily_tariff(&self) -> Option<&crate::daily::DailyTariff> {
+        self.daily
+            .get_or_init(|| crate::daily::DailyTariff::from_config(&self.config.analytics))
+            .as_ref()
     }
 
     /// The cluster cookie, when set.

@@ -6,6 +6,7 @@
 //! | `readings`    | `len(meter) u8, meter, ts_ms u64`               | `v1.Reading` (no id)   |
 //! | `meters`      | `meter`                                         | `MeterState`           |
 //! | `anomaly`     | `meter`                                         | `u8` format, postcard   |
+//! | `daily`       | `len(meter) u8, meter, local day u64`           | `u8` format, postcard   |
 //! | `registry`    | `b'm', meter` / `b'f', feeder`                  | `MeterInfo`/`FeederInfo` |
 //! | `feeder_load` | `len(feeder) u8, feeder, interval u64, meter`   | `FeederContribution`   |
 //! | `audit`       | `len(meter) u8, meter, ts_ms u64, applied u64`  | `CorrectionAudit`      |
@@ -16,7 +17,9 @@
 //! | `meta`        | UTF-8 name                                      | UTF-8 value            |
 //!
 //! An `anomaly` value is a format byte, then the postcard encoding of the meter's
-//! `MeterAnomalyDetector` (see [`crate::anomaly`]).
+//! `MeterAnomalyDetector` (see [`crate::anomaly`]). A `daily` value is a format byte, then
+//! the postcard encoding of the day's `DailyMeter` and the tariff it was computed with (see
+//! [`crate::daily`]).
 //!
 //! Timestamps are at or after 2000-01-01 (validated), so they are positive and the `u64`
 //! encoding preserves order. Ids are at most 64 bytes, so one length byte suffices; the length
@@ -46,6 +49,12 @@ pub fn ts_of_reading_key(key: &[u8]) -> Option<i64> {
     let len = *key.first()? as usize;
     let bytes: [u8; 8] = key.get(1 + len..1 + len + 8)?.try_into().ok()?;
     Some(u64::from_be_bytes(bytes) as i64)
+}
+
+/// Key of one meter's stored daily aggregate for a local day (days since 1970-01-01 in the
+/// deployment's offset; positive, since readings are from 2000 on).
+pub fn daily_key(meter: &str, day: i64) -> Vec<u8> {
+    reading_key(meter, day)
 }
 
 /// Registry key of a meter.

@@ -25,6 +25,7 @@ pub mod auth;
 pub mod buckets;
 pub mod cluster;
 pub mod context;
+pub mod daily;
 pub mod feeder;
 pub mod grid;
 pub mod ingest;

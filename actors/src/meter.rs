@@ -294,6 +294,10 @@ struct BatchEffect {
     open_dirty: bool,
     /// Whether the open bucket changed at all.
     open_touched: bool,
+    /// The newest local day an in-order reading of this batch closed (see [`crate::daily`]).
+    closed_day: Option<i64>,
+    /// Closed local days a reading of this batch changed: their stored daily rows go.
+    stale_days: BTreeSet<i64>,
 }
 
 impl MeterActorState {
@@ -319,6 +323,8 @@ impl MeterActorState {
             finalized: Vec::new(),
             open_dirty: false,
             open_touched: false,
+            closed_day: None,
+            stale_days: BTreeSet::new(),
         };
         match &work.kind {
             WorkKind::Client { replicate } => {
@@ -376,8 +382,37 @@ impl MeterActorState {
             }
         }
         self.finish_batch(&mut effect)?;
+        let closed_day = effect.closed_day;
         self.submit(effect, work.outcome).await;
+        if let Some(day) = closed_day {
+            self.close_day(day).await;
+        }
         Ok(())
+    }
+
+    /// Stores the aggregate of a local day an in-order reading just closed, computed from
+    /// this node's store once this actor's writes (the day's last readings among them) are
+    /// applied. The batch's ack does not wait for it; a failure only leaves the day to be
+    /// computed from readings at query time.
+    async fn close_day(&mut self, day: i64) {
+        let Some(tariff) = self.ctx.daily_tariff() else {
+            return;
+        };
+        self.cursor.wait_applied().await;
+        match crate::daily::day_row(&self.ctx.store, tariff, &self.info.meter_id, day) {
+            Ok(row) => {
+                let request = WriteRequest {
+                    rows: vec![row],
+                    cursor: Some((self.cursor.clone(), self.cursor.next_seq())),
+                    completion: None,
+                };
+                let _ = self.ctx.writer.submit(request).await;
+                metrics::counter!("gridmesh_daily_aggregates_stored_total").increment(1);
+            }
+            Err(e) => {
+                tracing::warn!(meter = %self.info.meter_id, day, error = %e, "daily aggregate not stored");
+            }
+        }
     }
 
     /// Runs the anomaly rules over the intervals this client batch closed, loading the
@@ -551,6 +586,12 @@ impl MeterActorState {
                     // changed it, its contribution must be written; if not, the batch that last
                     // changed it already wrote it.
                     if let Some(previous) = self.state.open_interval.take() {
+                        if let Some(tariff) = self.ctx.daily_tariff() {
+                            let day = tariff.day_of_interval(previous.start_ts_ms);
+                            if tariff.day_of_interval(bucket) > day {
+                                effect.closed_day = Some(day);
+                            }
+                        }
                         effect.finalized.push(previous);
                         if effect.open_dirty {
                             effect.dirty_buckets.insert(previous.start_ts_ms);
@@ -579,6 +620,12 @@ impl MeterActorState {
             }
         } else {
             effect.dirty_buckets.insert(bucket);
+            if let (Some(tariff), Some(open)) = (self.ctx.daily_tariff(), open_start) {
+                let day = tariff.day_of_interval(bucket);
+                if day < tariff.day_of_interval(open) {
+                    effect.stale_days.insert(day);
+                }
+            }
         }
         effect.pending.insert(ts, (reading, row));
     }
@@ -621,6 +668,11 @@ impl MeterActorState {
         }
         let changed: Vec<BucketAccumulator> = changed.into_values().collect();
         self.contribute(&changed, effect);
+        for day in std::mem::take(&mut effect.stale_days) {
+            effect
+                .rows
+                .push(crate::daily::stale(&self.info.meter_id, day));
+        }
 
         if self.register {
             let key = keys::meter_info_key(&self.info.meter_id);
@@ -739,6 +791,8 @@ impl MeterActorState {
             finalized: Vec::new(),
             open_dirty: false,
             open_touched: false,
+            closed_day: None,
+            stale_days: BTreeSet::new(),
         };
         let mut deleted = BTreeSet::new();
         for ts in ts_ms {
@@ -787,6 +841,12 @@ impl MeterActorState {
                 Some(self.recompute(open.start_ts_ms, &BTreeMap::new(), &deleted)?);
         }
         self.contribute(&changed, &mut effect);
+        if let Some(tariff) = self.ctx.daily_tariff() {
+            let days: BTreeSet<i64> = deleted.iter().map(|t| tariff.day_of_reading(*t)).collect();
+            for day in days {
+                effect.rows.push(crate::daily::stale(&meter, day));
+            }
+        }
         let key = meter.as_bytes().to_vec();
         effect
             .rows

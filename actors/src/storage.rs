@@ -80,6 +80,7 @@ pub struct Store {
     pub(crate) readings: Keyspace,
     pub(crate) meters: Keyspace,
     pub(crate) anomaly: Keyspace,
+    pub(crate) daily: Keyspace,
     pub(crate) registry: Keyspace,
     pub(crate) feeder_load: Keyspace,
     pub(crate) audit: Keyspace,
@@ -151,6 +152,7 @@ impl Store {
             readings: open("readings")?,
             meters: open("meters")?,
             anomaly: open("anomaly")?,
+            daily: open("daily")?,
             registry: open("registry")?,
             feeder_load: open("feeder_load")?,
             audit: open("audit")?,
@@ -258,6 +260,28 @@ impl Store {
         for item in self.readings.range(range).take(limit) {
             let (key, value) = item.into_inner()?;
             out.push(decode_reading(meter, &key, &value)?);
+        }
+        Ok(out)
+    }
+
+    /// Stored daily rows of a meter for local days `from_day..=to_day`, undecoded (see
+    /// [`crate::daily`]).
+    pub fn daily_rows(
+        &self,
+        meter: &str,
+        from_day: i64,
+        to_day: i64,
+    ) -> StoreResult<Vec<(i64, Vec<u8>)>> {
+        if from_day > to_day {
+            return Ok(Vec::new());
+        }
+        let range = keys::daily_key(meter, from_day)..=keys::daily_key(meter, to_day);
+        let mut out = Vec::new();
+        for item in self.daily.range(range) {
+            let (key, value) = item.into_inner()?;
+            if let Some(day) = keys::ts_of_reading_key(&key) {
+                out.push((day, value.to_vec()));
+            }
         }
         Ok(out)
     }

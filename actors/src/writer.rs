@@ -41,6 +41,8 @@ pub enum Space {
     Meters,
     /// Persisted anomaly detectors.
     Anomaly,
+    /// Daily aggregates stored when a meter's local day closes.
+    Daily,
     /// Meter and feeder registry.
     Registry,
     /// Feeder interval contributions.
@@ -355,6 +357,7 @@ fn commit_rows(
             Space::Readings => &store.readings,
             Space::Meters => &store.meters,
             Space::Anomaly => &store.anomaly,
+            Space::Daily => &store.daily,
             Space::Registry => &store.registry,
             Space::FeederLoad => &store.feeder_load,
             Space::Audit => &store.audit,

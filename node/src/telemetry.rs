@@ -119,6 +119,10 @@ fn describe_metrics() {
     );
     describe_gauge!("gridmesh_active_actors", "Resident actors, by kind.");
     describe_counter!(
+        "gridmesh_daily_aggregates_stored_total",
+        "Daily aggregates meter actors stored when a local day closed."
+    );
+    describe_counter!(
         "gridmesh_meter_activations_total",
         "Meter actors activated from stored state."
     );

@@ -92,6 +92,10 @@ pub enum QueryCommand {
         /// The id is a feeder: show its daily peaks.
         #[arg(long)]
         feeder: bool,
+        /// Compute every day from the readings, ignoring the daily aggregates stored when
+        /// each day closed.
+        #[arg(long)]
+        recompute: bool,
         #[command(flatten)]
         range: RangeArgs,
     },
@@ -635,7 +639,12 @@ pub async fn run_query(command: QueryCommand) -> anyhow::Result<()> {
             print_reliability(&r);
             Ok(())
         }
-        QueryCommand::Aggregates { id, feeder, range } => {
+        QueryCommand::Aggregates {
+            id,
+            feeder,
+            recompute,
+            range,
+        } => {
             let (from, to) = time_range(&range)?;
             let client = crate::connect::connect(&range.target).await?;
             let (meter_id, feeder_id) = if feeder {
@@ -650,6 +659,7 @@ pub async fn run_query(command: QueryCommand) -> anyhow::Result<()> {
                     feeder_id,
                     from_ts_ms: from,
                     to_ts_ms: to,
+                    recompute,
                 })
                 .await?
                 .into_inner();
@@ -705,6 +715,11 @@ pub async fn run_query(command: QueryCommand) -> anyhow::Result<()> {
                         format_ts(m.max_demand_ts_ms)
                     );
                 }
+                println!(
+                    "{} of {} days from the daily aggregates stored when they closed",
+                    a.stored_days,
+                    a.days.len()
+                );
             }
             if !a.unavailable_nodes.is_empty() {
                 println!(

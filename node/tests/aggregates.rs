@@ -47,6 +47,7 @@ async fn aggregates_are_the_sums_of_the_readings() {
         feeder_id: feeder.into(),
         from_ts_ms: base_ts(),
         to_ts_ms: base_ts() + 2 * DAY_MS,
+        recompute: false,
     };
 
     let a = client
@@ -409,4 +410,114 @@ async fn anomalies_find_zero_runs_and_steps_down() {
         .await
         .expect_err("too long");
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
+}
+
+/// A meter actor stores each local day's aggregate when a reading opens the next day; the
+/// query answers those days from the rows, equal to recomputing them from the readings. A
+/// late reading for a closed day drops its row in the same write, and the rows survive a
+/// restart.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closed_days_are_stored_and_a_late_reading_drops_its_day() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = node(dir.path(), &[]);
+    node.start().expect("start");
+    let client = connect(&node).await;
+    client
+        .registry()
+        .import_topology(topology(1, 1))
+        .await
+        .expect("topology");
+    let meter = meter_id(0);
+    // Three UTC days back from today's midnight: days 0 and 1 whole (but for interval 10),
+    // then two hours of day 2, which stays open.
+    let base = base_ts() - DAY_MS;
+    let sample = |k: i64| Reading {
+        meter_id: meter.clone(),
+        ts_ms: base + (k + 1) * QUARTER_MS,
+        interval_energy_import_wh: Some(((k * 13) % 29 + 1) as f64 * 10.0),
+        interval_energy_export_wh: Some((k % 5) as f64),
+        ..Reading::default()
+    };
+    let readings: Vec<Reading> = (0..2 * 96 + 8).filter(|k| *k != 10).map(sample).collect();
+    push_all(&client, &readings, 50).await;
+
+    let ask = |recompute: bool| {
+        let client = client.clone();
+        let meter = meter.clone();
+        async move {
+            client
+                .query()
+                .get_aggregates(GetAggregatesRequest {
+                    meter_id: meter,
+                    from_ts_ms: base,
+                    to_ts_ms: base + 3 * DAY_MS,
+                    recompute,
+                    ..GetAggregatesRequest::default()
+                })
+                .await
+                .expect("aggregates")
+                .into_inner()
+        }
+    };
+    // The day rows are written just after the batch that closed each day.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let mut stored = ask(false).await;
+    while stored.stored_days < 2 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        stored = ask(false).await;
+    }
+    assert_eq!(stored.stored_days, 2, "days 0 and 1 closed: {stored:?}");
+    let same = |a: &gridmesh_proto::v1::GetAggregatesResponse,
+                b: &gridmesh_proto::v1::GetAggregatesResponse| {
+        let close = |x: f64, y: f64| (x - y).abs() <= 1e-9 * y.abs().max(1.0);
+        assert_eq!(a.days.len(), b.days.len());
+        for (x, y) in a.days.iter().zip(&b.days) {
+            assert_eq!(
+                (&x.date, x.intervals, x.max_demand_ts_ms),
+                (&y.date, y.intervals, y.max_demand_ts_ms)
+            );
+            assert!(close(x.import_wh, y.import_wh) && close(x.export_wh, y.export_wh));
+            assert!(close(x.max_demand_w, y.max_demand_w) && close(x.load_factor, y.load_factor));
+            for (s, t) in x.tou.iter().zip(&y.tou) {
+                assert!(close(s.import_wh, t.import_wh) && close(s.max_demand_w, t.max_demand_w));
+            }
+        }
+        assert_eq!(a.months.len(), b.months.len());
+        for (x, y) in a.months.iter().zip(&b.months) {
+            assert_eq!((x.days, x.intervals), (y.days, y.intervals));
+            assert!(close(x.import_wh, y.import_wh) && close(x.max_demand_w, y.max_demand_w));
+        }
+    };
+    let recomputed = ask(true).await;
+    assert_eq!(recomputed.stored_days, 0);
+    same(&stored, &recomputed);
+    assert_eq!(stored.days[0].intervals, 95, "interval 10 is missing");
+
+    // The missing interval arrives late: day 0's row goes with it, day 1's stays.
+    push_all(&client, &[sample(10)], 1).await;
+    let after = ask(false).await;
+    assert_eq!(after.stored_days, 1, "{after:?}");
+    assert_eq!(after.days[0].intervals, 96);
+    let energy = sample(10).interval_energy_import_wh.expect("energy");
+    assert!((after.days[0].import_wh - stored.days[0].import_wh - energy).abs() < 1e-9);
+    same(&after, &ask(true).await);
+
+    // Rows are on disk: a restarted node answers day 1 from its row again.
+    node.terminate(std::time::Duration::from_secs(30))
+        .expect("SIGTERM");
+    node.start().expect("restart");
+    let client = connect(&node).await;
+    let again = client
+        .query()
+        .get_aggregates(GetAggregatesRequest {
+            meter_id: meter.clone(),
+            from_ts_ms: base,
+            to_ts_ms: base + 3 * DAY_MS,
+            ..GetAggregatesRequest::default()
+        })
+        .await
+        .expect("aggregates after restart")
+        .into_inner();
+    assert_eq!(again.stored_days, 1);
+    same(&again, &after);
 }
