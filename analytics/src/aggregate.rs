@@ -2,9 +2,11 @@
 //!
 //! All functions take interval values (by interval start) and group them by *local* day of
 //! the tariff calendar's offset, so a billing day is the customer's day, not UTC's. They are
-//! pure and recompute from whatever range they are given: the actors run them on a daily
-//! timer for yesterday and on demand for any range, from stored (VEE-corrected) intervals, so
-//! a late reading or a correction is reflected by recomputing, never by patching a sum.
+//! pure and recompute from whatever range they are given: a meter actor runs [`daily_meter`]
+//! when its local day closes and stores the day, and queries run them on demand for any
+//! range from stored intervals (building months from stored days with
+//! [`monthly_from_days`]), so a late reading or a correction is reflected by recomputing,
+//! never by patching a sum.
 //!
 //! Demand is the mean power over one interval, `energy_wh · 3.6e6 / interval_ms` W, so with
 //! 15-minute data the maximum demand is the usual 15-minute demand. Load factor is the mean
