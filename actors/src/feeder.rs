@@ -64,6 +64,10 @@ pub enum FeederSupervisorMsg {
     },
     /// Number of active feeder actors.
     ActiveCount(RpcReplyPort<usize>),
+    /// The registry entries of these feeders (or of their meters) changed: running feeder
+    /// actors among them rebuild their rules (inactive ones read the registry when they
+    /// start anyway).
+    Reconfigure(Vec<String>),
 }
 
 /// Messages of one feeder actor. Local only.
@@ -75,6 +79,8 @@ pub enum FeederMsg {
     Forecast(RpcReplyPort<Option<FeederForecast>>),
     /// See [`FeederSupervisorMsg::Live`].
     Live(RpcReplyPort<FeederLive>),
+    /// See [`FeederSupervisorMsg::Reconfigure`].
+    Reconfigure,
 }
 
 /// A slot of the node's bounded queue of feeder updates; dropping it frees the slot.
@@ -167,6 +173,13 @@ impl Actor for FeederSupervisor {
             FeederSupervisorMsg::ActiveCount(reply) => {
                 let _ = reply.send(s.active.len());
             }
+            FeederSupervisorMsg::Reconfigure(feeders) => {
+                for feeder_id in feeders {
+                    if s.active.contains_key(&feeder_id) {
+                        s.send(&myself, &feeder_id, FeederMsg::Reconfigure).await?;
+                    }
+                }
+            }
         }
         Ok(())
     }
@@ -257,30 +270,7 @@ impl Actor for FeederActor {
     ) -> Result<FeederState, ActorProcessingErr> {
         // Rebuild the live window from the stored contributions of the last intervals.
         let from = now_ms() - (LIVE_INTERVALS as i64 + 1) * MIN15_MS;
-        let rules = match ctx.store.feeder_info(&feeder_id)? {
-            Some(info) if ctx.config.analytics.enabled => {
-                let meters = ctx
-                    .store
-                    .meters_of_feeder(&feeder_id)?
-                    .into_iter()
-                    .filter(|(m, _)| *m != info.head_meter_id)
-                    .collect();
-                FeederRules::new(
-                    &ctx.config.analytics,
-                    FeederSetup {
-                        feeder_id: feeder_id.clone(),
-                        rating_kva: info.rating_kva,
-                        meters,
-                        transformers: info
-                            .transformers
-                            .iter()
-                            .map(|t| (t.transformer_id.clone(), t.rating_kva))
-                            .collect(),
-                    },
-                )
-            }
-            _ => None,
-        };
+        let rules = rules_from_registry(&ctx, &feeder_id)?;
         let mut state = FeederState {
             feeder_id,
             intervals: BTreeMap::new(),
@@ -334,9 +324,51 @@ impl Actor for FeederActor {
             FeederMsg::Live(reply) => {
                 let _ = reply.send(s.live());
             }
+            FeederMsg::Reconfigure => {
+                if let Some(ctx) = s.ctx.clone() {
+                    let mut rules = rules_from_registry(&ctx, &s.feeder_id)?;
+                    if let (Some(new), Some(old)) = (rules.as_mut(), s.rules.take()) {
+                        new.inherit(old);
+                    }
+                    s.rules = rules;
+                    tracing::info!(feeder = %s.feeder_id, "feeder rules rebuilt from the registry");
+                }
+            }
         }
         Ok(())
     }
+}
+
+/// The grid rules of a feeder from its registry entry and its meters' (none when analytics
+/// are off or the feeder is not registered).
+fn rules_from_registry(
+    ctx: &NodeContext,
+    feeder_id: &str,
+) -> Result<Option<FeederRules>, ActorProcessingErr> {
+    Ok(match ctx.store.feeder_info(feeder_id)? {
+        Some(info) if ctx.config.analytics.enabled => {
+            let meters = ctx
+                .store
+                .meters_of_feeder(feeder_id)?
+                .into_iter()
+                .filter(|(m, _)| *m != info.head_meter_id)
+                .collect();
+            FeederRules::new(
+                &ctx.config.analytics,
+                FeederSetup {
+                    feeder_id: feeder_id.to_owned(),
+                    rating_kva: info.rating_kva,
+                    meters,
+                    transformers: info
+                        .transformers
+                        .iter()
+                        .map(|t| (t.transformer_id.clone(), t.rating_kva))
+                        .collect(),
+                },
+            )
+        }
+        _ => None,
+    })
 }
 
 impl FeederState {

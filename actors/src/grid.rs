@@ -285,6 +285,33 @@ impl FeederRules {
         })
     }
 
+    /// Takes over what `old` learned that does not depend on the feeder's registry entry,
+    /// after the entry changed (a new rating, transformers or meters): the feeder's time and
+    /// meters' last readings (of meters still on the feeder), the judged-load history and
+    /// forecast, and the day's energy balance. The loading monitors and the outage tracker
+    /// start afresh on the new setup: a condition they had open is raised again if it still
+    /// holds (the alert manager folds it into the open alert).
+    pub fn inherit(&mut self, old: FeederRules) {
+        let still: HashSet<&String> = self.outage_meters().collect();
+        self.last_seen = old
+            .last_seen
+            .into_iter()
+            .filter(|(m, _)| still.contains(m))
+            .collect();
+        self.next = old.next;
+        self.history = old.history;
+        while self.history.len() > self.history_max {
+            self.history.pop_front();
+        }
+        self.day = old.day;
+        self.forecast = old.forecast;
+        self.balance = old.balance;
+    }
+
+    fn outage_meters(&self) -> impl Iterator<Item = &String> {
+        self.outage.meters()
+    }
+
     /// The latest forecast.
     pub fn forecast(&self) -> Option<&FeederForecast> {
         self.forecast.as_ref()
@@ -539,5 +566,50 @@ mod tests {
             }
         }
         assert!(cleared.contains(&AlertKind::Overload), "{cleared:?}");
+    }
+
+    #[test]
+    fn re_rated_rules_keep_the_history_and_judge_by_the_new_rating() {
+        let mut old = rules();
+        let wh = |w: f64| w * MIN15_MS as f64 / 3_600_000.0;
+        let totals = IntervalTotals {
+            customer_net_wh: wh(40_000.0),
+            ..IntervalTotals::default()
+        };
+        for k in 0..6 {
+            assert!(
+                old.judge(k * MIN15_MS, totals, &BTreeMap::new(), &[])
+                    .is_empty()
+            );
+        }
+        old.last_seen.insert("M0".into(), 5 * MIN15_MS);
+        old.last_seen.insert("M3".into(), 5 * MIN15_MS);
+        let history = old.history.len();
+        assert!(history > 0);
+        // M3 leaves the feeder, which is re-rated to 30 kVA.
+        let setup = FeederSetup {
+            feeder_id: "F".into(),
+            rating_kva: 30.0,
+            meters: (0..3)
+                .map(|i| (format!("M{i}"), format!("T{}", i / 2)))
+                .collect(),
+            transformers: Vec::new(),
+        };
+        let mut new = FeederRules::new(&AnalyticsConfig::default(), setup).expect("rules");
+        new.inherit(old);
+        assert_eq!(new.history.len(), history, "the forecast's history stays");
+        assert_eq!(new.last_seen.keys().collect::<Vec<_>>(), ["M0"]);
+        assert_eq!(new.transformer_of("M0"), None, "T0 is no longer rated");
+        let raised: Vec<AlertKind> = (6..10)
+            .flat_map(|k| new.judge(k * MIN15_MS, totals, &BTreeMap::new(), &[]))
+            .filter_map(|e| match e {
+                AlertEvent::Raise(r) => Some(r.key.kind),
+                AlertEvent::Clear { .. } => None,
+            })
+            .collect();
+        assert!(
+            raised.contains(&AlertKind::Overload),
+            "40 kW on 30 kVA: {raised:?}"
+        );
     }
 }

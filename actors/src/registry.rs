@@ -5,7 +5,7 @@
 //! as one atomic batch: a file with one bad row changes nothing. Meters whose entry changed are
 //! passivated so that their next activation reads the new entry.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
 use gridmesh_proto::ids::{check_feeder_id, check_meter_id};
@@ -13,6 +13,7 @@ use gridmesh_proto::v1::{FeederInfo, MeterInfo, ServiceType};
 use prost::Message;
 
 use crate::context::NodeContext;
+use crate::feeder::FeederSupervisorMsg;
 use crate::keys;
 use crate::placement::shard_of;
 use crate::shard::ShardMsg;
@@ -146,7 +147,7 @@ pub async fn import(
     feeders: Vec<FeederInfo>,
     meters: Vec<MeterInfo>,
 ) -> Result<ImportCounts, RegistryError> {
-    let counts = {
+    let (counts, previous_feeders) = {
         let ctx = ctx.clone();
         let (feeders, meters) = (feeders.clone(), meters.clone());
         tokio::task::spawn_blocking(move || plan(&ctx, &feeders, &meters))
@@ -175,15 +176,30 @@ pub async fn import(
         .map(|f| f.head_meter_id.as_str())
         .filter(|h| !h.is_empty());
     refresh_meters(ctx, meters.iter().map(|m| m.meter_id.as_str()).chain(heads));
+    // Running feeder actors rebuild their rules: new ratings, transformers, meters joining
+    // or leaving (their old feeder too).
+    let touched: BTreeSet<String> = feeders
+        .iter()
+        .map(|f| f.feeder_id.clone())
+        .chain(meters.iter().map(|m| m.feeder_id.clone()))
+        .chain(previous_feeders)
+        .collect();
+    if let Some(supervisor) = ctx.feeder_supervisor() {
+        let _ = supervisor.cast(FeederSupervisorMsg::Reconfigure(
+            touched.into_iter().collect(),
+        ));
+    }
     Ok(counts)
 }
 
-/// Validates everything and counts creations vs replacements, touching nothing.
+/// Validates everything and counts creations vs replacements, touching nothing; also the
+/// feeders the replaced meters were on.
 fn plan(
     ctx: &NodeContext,
     feeders: &[FeederInfo],
     meters: &[MeterInfo],
-) -> Result<ImportCounts, RegistryError> {
+) -> Result<(ImportCounts, BTreeSet<String>), RegistryError> {
+    let mut previous_feeders = BTreeSet::new();
     let mut counts = ImportCounts::default();
     let mut new_feeders = HashSet::new();
     for feeder in feeders {
@@ -226,11 +242,14 @@ fn plan(
             });
         }
         match ctx.store.meter_info(&meter.meter_id)? {
-            Some(_) => counts.meters_updated += 1,
+            Some(previous) => {
+                counts.meters_updated += 1;
+                previous_feeders.insert(previous.feeder_id);
+            }
             None => counts.meters_created += 1,
         }
     }
-    Ok(counts)
+    Ok((counts, previous_feeders))
 }
 
 /// Asks the owning shards to passivate meters whose registry entry changed.

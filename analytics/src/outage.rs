@@ -289,6 +289,11 @@ impl OutageTracker {
         self.evaluate(now_ms)
     }
 
+    /// The customer meters it tracks.
+    pub fn meters(&self) -> impl Iterator<Item = &String> {
+        self.meters.keys()
+    }
+
     /// Completed interruptions, oldest first.
     pub fn interruptions(&self) -> &[Interruption] {
         &self.interruptions

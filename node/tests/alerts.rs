@@ -382,3 +382,43 @@ async fn a_frozen_meter_raises_one_anomaly_alert_across_passivation() {
     let all = alerts(&client, "frozen_run").await;
     assert_eq!(all.len(), 1, "only the frozen meter: {all:?}");
 }
+
+/// A feeder re-rated while its actor runs is judged with the new rating from the next
+/// interval on: 12 kW is nothing for 100 kVA and an overload of 10 kVA.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feeder_rerated_while_running_is_judged_by_its_new_rating() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut node = node(dir.path(), &[]);
+    node.start().expect("start");
+    let client = connect(&node).await;
+    let mut generous = topology();
+    generous.feeders[0].rating_kva = 100.0;
+    generous.feeders[0].transformers.clear();
+    client
+        .registry()
+        .import_topology(generous.clone())
+        .await
+        .expect("topology");
+    for k in 0..8 {
+        push(&client, k, |_| 230.0, 750.0).await;
+    }
+    // The feeder actor has judged intervals by now (its live view answers), none loaded.
+    let loaded = |alerts: Vec<Alert>| alerts.into_iter().any(|a| a.asset_id == "F-A");
+    assert!(!loaded(alerts(&client, "overload").await));
+    assert!(!loaded(alerts(&client, "loading_high").await));
+
+    let mut tight = generous;
+    tight.feeders[0].rating_kva = 10.0;
+    tight.meters.clear();
+    client
+        .registry()
+        .import_topology(tight)
+        .await
+        .expect("re-rating");
+    for k in 8..16 {
+        push(&client, k, |_| 230.0, 750.0).await;
+    }
+    let overload = wait_alert(&client, "overload", AlertState::Open).await;
+    assert_eq!(overload.asset_id, "F-A");
+    assert!(overload.value > 100.0, "12 kW on 10 kVA: {overload:?}");
+}
