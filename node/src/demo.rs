@@ -151,6 +151,7 @@ pub async fn demo(args: DemoArgs) -> anyhow::Result<()> {
     print_grid_summary(&node.grpc_addr.to_string(), &options).await?;
     print_alerts(&node.grpc_addr.to_string(), &events).await?;
     print_reliability(&node.grpc_addr.to_string(), &events, &options.sim).await?;
+    print_billing_days(&node.grpc_addr.to_string(), &options.sim).await?;
     print_node_summary(&node).await;
     node.shutdown().await?;
     Ok(())
@@ -410,6 +411,42 @@ async fn print_reliability(
         crate::topology::print_reliability(&r);
     }
     println!();
+    Ok(())
+}
+
+/// One meter's billing days (`gridmesh query aggregates` does the same for any meter), and
+/// how many came from the daily aggregates its actor stored as each local day closed.
+async fn print_billing_days(target: &str, sim: &crate::sim::SimConfig) -> anyhow::Result<()> {
+    const METER: &str = "MTR-0000001";
+    let client = crate::connect::connect(target).await?;
+    let a = client
+        .query()
+        .get_aggregates(gridmesh_proto::v1::GetAggregatesRequest {
+            meter_id: METER.to_owned(),
+            from_ts_ms: sim.start_ms,
+            to_ts_ms: sim.start_ms + i64::from(sim.days) * 86_400_000,
+            ..Default::default()
+        })
+        .await?
+        .into_inner();
+    println!("Billing days of {METER} (gridmesh query aggregates):");
+    for d in &a.days {
+        println!(
+            "  {}  {:>3}/{} intervals  import {:>7.2} kWh  export {:>6.2} kWh  max {:>5.2} kW",
+            d.date,
+            d.intervals,
+            d.expected_intervals,
+            d.import_wh / 1000.0,
+            d.export_wh / 1000.0,
+            d.max_demand_w / 1000.0
+        );
+    }
+    println!(
+        "  {} of {} days answered from the aggregates the meter actor stored as each day \
+         closed\n",
+        a.stored_days,
+        a.days.len()
+    );
     Ok(())
 }
 
