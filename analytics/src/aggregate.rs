@@ -87,6 +87,24 @@ pub struct MonthlyBilling {
     pub load_factor: Option<f64>,
 }
 
+impl MonthlyBilling {
+    fn empty(year: i32, month: u8, buckets: usize) -> Self {
+        Self {
+            year,
+            month,
+            days: 0,
+            intervals: 0,
+            import_wh: 0.0,
+            export_wh: 0.0,
+            tou_import_wh: vec![0.0; buckets],
+            tou_export_wh: vec![0.0; buckets],
+            max_demand: None,
+            tou_max_demand_w: vec![0.0; buckets],
+            load_factor: None,
+        }
+    }
+}
+
 /// One feeder's day.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct FeederDailyPeak {
@@ -162,20 +180,10 @@ pub fn monthly_billing(
         let day = offset.day(i.start_ts_ms);
         let date = CivilDate::from_day(day);
         let (m, days) = &mut months.entry((date.year, date.month)).or_insert_with(|| {
-            let month = MonthlyBilling {
-                year: date.year,
-                month: date.month,
-                days: 0,
-                intervals: 0,
-                import_wh: 0.0,
-                export_wh: 0.0,
-                tou_import_wh: vec![0.0; buckets],
-                tou_export_wh: vec![0.0; buckets],
-                max_demand: None,
-                tou_max_demand_w: vec![0.0; buckets],
-                load_factor: None,
-            };
-            (month, BTreeSet::new())
+            (
+                MonthlyBilling::empty(date.year, date.month, buckets),
+                BTreeSet::new(),
+            )
         });
         days.insert(day);
         let bucket = calendar.bucket_at(i.start_ts_ms);
@@ -223,19 +231,7 @@ pub fn monthly_from_days(days: &[DailyMeter], interval_ms: i64) -> Result<Vec<Mo
         let buckets = d.tou_import_wh.len();
         let m = months
             .entry((d.date.year, d.date.month))
-            .or_insert_with(|| MonthlyBilling {
-                year: d.date.year,
-                month: d.date.month,
-                days: 0,
-                intervals: 0,
-                import_wh: 0.0,
-                export_wh: 0.0,
-                tou_import_wh: vec![0.0; buckets],
-                tou_export_wh: vec![0.0; buckets],
-                max_demand: None,
-                tou_max_demand_w: vec![0.0; buckets],
-                load_factor: None,
-            });
+            .or_insert_with(|| MonthlyBilling::empty(d.date.year, d.date.month, buckets));
         if d.tou_export_wh.len() != buckets
             || d.tou_max_demand_w.len() != buckets
             || m.tou_import_wh.len() != buckets

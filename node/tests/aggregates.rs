@@ -24,17 +24,27 @@ async fn push_all(client: &gridmesh_proto::client::Client, readings: &[Reading],
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn aggregates_are_the_sums_of_the_readings() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let mut node = node(dir.path(), &[]);
+/// A started node with `feeders` feeders of `meters` meters each, and a client.
+async fn started(
+    dir: &std::path::Path,
+    feeders: usize,
+    meters: usize,
+) -> (gridmesh_chaos::NodeProcess, gridmesh_proto::client::Client) {
+    let mut node = node(dir, &[]);
     node.start().expect("start");
     let client = connect(&node).await;
     client
         .registry()
-        .import_topology(topology(1, 2))
+        .import_topology(topology(feeders, meters))
         .await
         .expect("topology");
+    (node, client)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn aggregates_are_the_sums_of_the_readings() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let (_node, client) = started(dir.path(), 1, 2).await;
     // Two days of 15-minute readings for both meters (reading k of `common` has k%7+1 tens
     // of Wh).
     let readings: Vec<_> = (0..2)
@@ -104,14 +114,7 @@ async fn aggregates_are_the_sums_of_the_readings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reliability_counts_the_interruptions_the_meters_reported() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut node = node(dir.path(), &[]);
-    node.start().expect("start");
-    let client = connect(&node).await;
-    client
-        .registry()
-        .import_topology(topology(1, 10))
-        .await
-        .expect("topology");
+    let (_node, client) = started(dir.path(), 1, 10).await;
     let ts = |k: i64| base_ts() + (k + 1) * QUARTER_MS;
     let gasp = |meter: &str, at: i64| Reading {
         meter_id: meter.to_owned(),
@@ -205,14 +208,7 @@ async fn reliability_counts_the_interruptions_the_meters_reported() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn vee_estimates_gaps_and_flags_runs_without_touching_the_readings() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut node = node(dir.path(), &[]);
-    node.start().expect("start");
-    let client = connect(&node).await;
-    client
-        .registry()
-        .import_topology(topology(1, 1))
-        .await
-        .expect("topology");
+    let (_node, client) = started(dir.path(), 1, 1).await;
     let start = base_ts() - 12 * DAY_MS;
     // Constant within each hour, so both estimates are exact.
     let shape = |k: i64| 100.0 + 10.0 * ((k % 96) / 4) as f64;
@@ -326,14 +322,7 @@ async fn vee_estimates_gaps_and_flags_runs_without_touching_the_readings() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn anomalies_find_zero_runs_and_steps_down() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut node = node(dir.path(), &[]);
-    node.start().expect("start");
-    let client = connect(&node).await;
-    client
-        .registry()
-        .import_topology(topology(1, 1))
-        .await
-        .expect("topology");
+    let (_node, client) = started(dir.path(), 1, 1).await;
     let start = base_ts() - 68 * DAY_MS;
     let shape = |k: i64| {
         let slot = k % 96;
@@ -419,14 +408,7 @@ async fn anomalies_find_zero_runs_and_steps_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_days_are_stored_and_a_late_reading_drops_its_day() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut node = node(dir.path(), &[]);
-    node.start().expect("start");
-    let client = connect(&node).await;
-    client
-        .registry()
-        .import_topology(topology(1, 1))
-        .await
-        .expect("topology");
+    let (mut node, client) = started(dir.path(), 1, 1).await;
     let meter = meter_id(0);
     // Three UTC days back from today's midnight: days 0 and 1 whole (but for interval 10),
     // then two hours of day 2, which stays open.
