@@ -294,8 +294,9 @@ struct BatchEffect {
     open_dirty: bool,
     /// Whether the open bucket changed at all.
     open_touched: bool,
-    /// The newest local day an in-order reading of this batch closed (see [`crate::daily`]).
-    closed_day: Option<i64>,
+    /// Local days in-order readings of this batch closed, oldest first (see
+    /// [`crate::daily`]).
+    closed_days: Vec<i64>,
     /// Closed local days a reading of this batch changed: their stored daily rows go.
     stale_days: BTreeSet<i64>,
 }
@@ -323,7 +324,7 @@ impl MeterActorState {
             finalized: Vec::new(),
             open_dirty: false,
             open_touched: false,
-            closed_day: None,
+            closed_days: Vec::new(),
             stale_days: BTreeSet::new(),
         };
         match &work.kind {
@@ -382,36 +383,40 @@ impl MeterActorState {
             }
         }
         self.finish_batch(&mut effect)?;
-        let closed_day = effect.closed_day;
+        let closed_days = std::mem::take(&mut effect.closed_days);
         self.submit(effect, work.outcome).await;
-        if let Some(day) = closed_day {
-            self.close_day(day).await;
+        if !closed_days.is_empty() {
+            self.close_days(&closed_days).await;
         }
         Ok(())
     }
 
-    /// Stores the aggregate of a local day an in-order reading just closed, computed from
-    /// this node's store once this actor's writes (the day's last readings among them) are
-    /// applied. The batch's ack does not wait for it; a failure only leaves the day to be
+    /// Stores the aggregates of the local days in-order readings just closed, computed from
+    /// this node's store once this actor's writes (the days' last readings among them) are
+    /// applied. The batch's ack does not wait for it; a failure only leaves a day to be
     /// computed from readings at query time.
-    async fn close_day(&mut self, day: i64) {
+    async fn close_days(&mut self, days: &[i64]) {
         let Some(tariff) = self.ctx.daily_tariff() else {
             return;
         };
         self.cursor.wait_applied().await;
-        match crate::daily::day_row(&self.ctx.store, tariff, &self.info.meter_id, day) {
-            Ok(row) => {
-                let request = WriteRequest {
-                    rows: vec![row],
-                    cursor: Some((self.cursor.clone(), self.cursor.next_seq())),
-                    completion: None,
-                };
-                let _ = self.ctx.writer.submit(request).await;
-                metrics::counter!("gridmesh_daily_aggregates_stored_total").increment(1);
+        let mut rows = Vec::with_capacity(days.len());
+        for &day in days {
+            match crate::daily::day_row(&self.ctx.store, tariff, &self.info.meter_id, day) {
+                Ok(row) => rows.push(row),
+                Err(e) => {
+                    tracing::warn!(meter = %self.info.meter_id, day, error = %e, "daily aggregate not stored");
+                }
             }
-            Err(e) => {
-                tracing::warn!(meter = %self.info.meter_id, day, error = %e, "daily aggregate not stored");
-            }
+        }
+        let stored = rows.len() as u64;
+        let request = WriteRequest {
+            rows,
+            cursor: Some((self.cursor.clone(), self.cursor.next_seq())),
+            completion: None,
+        };
+        if self.ctx.writer.submit(request).await.is_ok() {
+            metrics::counter!("gridmesh_daily_aggregates_stored_total").increment(stored);
         }
     }
 
@@ -589,7 +594,7 @@ impl MeterActorState {
                         if let Some(tariff) = self.ctx.daily_tariff() {
                             let day = tariff.day_of_interval(previous.start_ts_ms);
                             if tariff.day_of_interval(bucket) > day {
-                                effect.closed_day = Some(day);
+                                effect.closed_days.push(day);
                             }
                         }
                         effect.finalized.push(previous);
@@ -791,7 +796,7 @@ impl MeterActorState {
             finalized: Vec::new(),
             open_dirty: false,
             open_touched: false,
-            closed_day: None,
+            closed_days: Vec::new(),
             stale_days: BTreeSet::new(),
         };
         let mut deleted = BTreeSet::new();

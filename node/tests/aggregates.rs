@@ -408,7 +408,7 @@ async fn anomalies_find_zero_runs_and_steps_down() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn closed_days_are_stored_and_a_late_reading_drops_its_day() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let (mut node, client) = started(dir.path(), 1, 1).await;
+    let (mut node, client) = started(dir.path(), 1, 2).await;
     let meter = meter_id(0);
     // Three UTC days back from today's midnight: days 0 and 1 whole (but for interval 10),
     // then two hours of day 2, which stays open.
@@ -474,6 +474,38 @@ async fn closed_days_are_stored_and_a_late_reading_drops_its_day() {
     assert_eq!(recomputed.stored_days, 0);
     same(&stored, &recomputed);
     assert_eq!(stored.days[0].intervals, 95, "interval 10 is missing");
+
+    // Another meter's whole backlog in one batch closes both days at once.
+    let other = meter_id(1);
+    let backlog: Vec<Reading> = (0..2 * 96 + 8)
+        .map(|k| Reading {
+            meter_id: other.clone(),
+            ..sample(k)
+        })
+        .collect();
+    push_all(&client, &backlog, backlog.len()).await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let a = client
+            .query()
+            .get_aggregates(GetAggregatesRequest {
+                meter_id: other.clone(),
+                from_ts_ms: base,
+                to_ts_ms: base + 3 * DAY_MS,
+                ..GetAggregatesRequest::default()
+            })
+            .await
+            .expect("aggregates")
+            .into_inner();
+        if a.stored_days == 2 {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "both days of one batch stored: {a:?}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 
     // The missing interval arrives late: day 0's row goes with it, day 1's stays.
     push_all(&client, &[sample(10)], 1).await;
