@@ -98,8 +98,9 @@ struct RunArgs {
     meters_per_client: usize,
     /// Copies per reading, for nodes that cannot report it (`GetReplicaStatus`); the nodes'
     /// own figure wins. Only with 1 are readings lost to a `wipe` expected (reported apart).
-    #[arg(long, default_value_t = 1)]
-    replication_factor: u32,
+    /// (Default 1; the replay line repeats it only when given.)
+    #[arg(long)]
+    replication_factor: Option<u32>,
     /// Fail the run when any node's resident memory exceeds this, MiB.
     #[arg(long, default_value_t = 1024)]
     max_rss_mib: u64,
@@ -215,7 +216,7 @@ fn replay_command(args: &RunArgs, seed: u64) -> String {
     format!(
         "gridmesh-chaos run --nodes {} --duration {} --seed {seed} --faults {} --net {} \
          --spares {} --window-min {} --window-max {} --gap-min {} --gap-max {} --clients {} \
-         --meters-per-client {} --replication-factor {}",
+         --meters-per-client {}{}",
         args.nodes,
         d(args.duration),
         args.faults.join(","),
@@ -228,6 +229,8 @@ fn replay_command(args: &RunArgs, seed: u64) -> String {
         args.clients,
         args.meters_per_client,
         args.replication_factor
+            .map(|r| format!(" --replication-factor {r}"))
+            .unwrap_or_default()
     )
 }
 
@@ -319,7 +322,8 @@ async fn run(args: RunArgs) -> anyhow::Result<bool> {
         .unwrap_or_default();
     let length = length.max(args.duration) + Duration::from_secs(3);
 
-    let replicas = check_replicas(&cluster, &targets[0], args.replication_factor).await;
+    let replicas =
+        check_replicas(&cluster, &targets[0], args.replication_factor.unwrap_or(1)).await;
     violations.extend(replicas.violations.iter().cloned());
     let allowance = (replicas.factor == 1).then(|| wipe_allowance(&log, &observations));
     let target = cluster.nodes[0].grpc_target();
