@@ -689,11 +689,8 @@ impl Api {
                                  a shorter range",
                             ));
                         }
-                        intervals.extend(readings.intervals.iter().map(|i| IntervalEnergy {
-                            start_ts_ms: i.start_ts_ms,
-                            import_wh: i.energy_import_wh,
-                            export_wh: i.energy_export_wh,
-                        }));
+                        intervals
+                            .extend(readings.intervals.iter().map(crate::daily::interval_energy));
                         for node in readings.unavailable_nodes {
                             if !unavailable_nodes.contains(&node) {
                                 unavailable_nodes.push(node);
@@ -815,14 +812,9 @@ impl Api {
             let Some(tariff) = ctx.daily_tariff().filter(|t| t.aligned()) else {
                 return Ok(BTreeMap::new());
             };
-            let first = tariff.day_of_interval(from);
-            let first = if tariff.day_bounds(first).0 < from {
-                first + 1
-            } else {
-                first
-            };
-            // The day holding `to` ends after it (or starts at it): the one before is the
-            // last whole day.
+            // Whole days: from the first starting at or after `from` to the last ending at
+            // or before `to`.
+            let first = tariff.day_of_interval(from - 1) + 1;
             let last = tariff.day_of_interval(to) - 1;
             let rows = ctx
                 .store

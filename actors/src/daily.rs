@@ -28,8 +28,11 @@ use gridmesh_analytics::tariff::TariffCalendar;
 use gridmesh_config::AnalyticsConfig;
 use xxhash_rust::xxh3::xxh3_64;
 
-use crate::buckets::{self, Bucket, MIN15_MS};
+use gridmesh_proto::v1::{MeterInterval, Resolution};
+
+use crate::buckets::{Bucket, MIN15_MS};
 use crate::keys;
+use crate::query::{MAX_SCAN, ScanWindow};
 use crate::storage::Store;
 use crate::writer::{Row, Space};
 
@@ -104,33 +107,43 @@ impl DailyTariff {
     }
 }
 
+/// The energy of a quarter-hour interval of a `GetReadings` answer.
+pub fn interval_energy(i: &MeterInterval) -> IntervalEnergy {
+    IntervalEnergy {
+        start_ts_ms: i.start_ts_ms,
+        import_wh: i.energy_import_wh,
+        export_wh: i.energy_export_wh,
+    }
+}
+
 /// A meter's 15-minute interval energies in this node's store, for intervals starting in
-/// `[from, to)` (readings stamped in `(from, to]`), as `GetReadings` at quarter-hour
-/// resolution gives them.
+/// `[from, to)`, shaped exactly as `GetReadings` at quarter-hour resolution shapes them (so a
+/// stored day equals the day a query computes from the same readings).
 pub fn stored_intervals(
     store: &Store,
     meter: &str,
     from: i64,
     to: i64,
-) -> crate::storage::StoreResult<Vec<IntervalEnergy>> {
-    let rows = store.readings_between(meter, from + 1, to + 1, usize::MAX)?;
-    Ok(
-        buckets::aggregate(rows.iter().map(|(ts, r)| (*ts, r)), Bucket::Min15)
-            .into_iter()
-            .map(|acc| IntervalEnergy {
-                start_ts_ms: acc.start_ts_ms,
-                import_wh: acc.energy_import_wh,
-                export_wh: acc.energy_export_wh,
-            })
-            .collect(),
-    )
+) -> Result<Vec<IntervalEnergy>, String> {
+    // A day holds 96 intervals; the scan window's own caps are far above.
+    let scan = ScanWindow::new(from, to, Resolution::QuarterHour, 0, MAX_SCAN)
+        .map_err(|e| e.to_string())?;
+    let rows = store
+        .readings_between(meter, scan.from, scan.to, scan.max)
+        .map_err(|e| e.to_string())?;
+    Ok(scan
+        .shape(rows)
+        .intervals
+        .iter()
+        .map(interval_energy)
+        .collect())
 }
 
 /// The row of `meter`'s local `day` computed from this node's store: a put of the day's
 /// aggregate, or a delete when the day has no intervals here.
 pub fn day_row(store: &Store, tariff: &DailyTariff, meter: &str, day: i64) -> Result<Row, String> {
     let (from, to) = tariff.day_bounds(day);
-    let intervals = stored_intervals(store, meter, from, to).map_err(|e| e.to_string())?;
+    let intervals = stored_intervals(store, meter, from, to)?;
     let key = keys::daily_key(meter, day);
     let computed = aggregate::daily_meter(&intervals, MIN15_MS, &tariff.calendar)
         .map_err(|e| e.to_string())?

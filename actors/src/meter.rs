@@ -405,9 +405,13 @@ impl MeterActorState {
             match crate::daily::day_row(&self.ctx.store, tariff, &self.info.meter_id, day) {
                 Ok(row) => rows.push(row),
                 Err(e) => {
-                    tracing::warn!(meter = %self.info.meter_id, day, error = %e, "daily aggregate not stored");
+                    let meter = &self.info.meter_id;
+                    tracing::warn!(meter, day, error = %e, "daily aggregate not stored");
                 }
             }
+        }
+        if rows.is_empty() {
+            return;
         }
         let stored = rows.len() as u64;
         let request = WriteRequest {

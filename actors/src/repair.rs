@@ -255,6 +255,8 @@ impl RateLimit {
 #[derive(Debug)]
 pub struct RepairState {
     tree: Mutex<Option<(Instant, Arc<DigestTree>)>>,
+    /// The last tree asked for with a cutoff, and the cutoff (a wipe gate polls the same one).
+    tree_before: Mutex<Option<(Instant, i64, Arc<DigestTree>)>>,
     limit: Mutex<RateLimit>,
     rounds: AtomicU64,
     pushed: AtomicU64,
@@ -267,6 +269,7 @@ impl RepairState {
     pub fn new(bytes_per_s: u64) -> Self {
         Self {
             tree: Mutex::new(None),
+            tree_before: Mutex::new(None),
             limit: Mutex::new(RateLimit::new(bytes_per_s)),
             rounds: AtomicU64::new(0),
             pushed: AtomicU64::new(0),
@@ -295,6 +298,27 @@ impl RepairState {
         Ok(tree)
     }
 
+    /// The digest tree of readings stamped before `before`, rebuilt when older than
+    /// `max_age` or asked for another cutoff (blocking: scans the store).
+    fn tree_before(
+        &self,
+        store: &Store,
+        shards: u32,
+        before: i64,
+        max_age: Duration,
+    ) -> StoreResult<Arc<DigestTree>> {
+        let mut cached = self.tree_before.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, cutoff, tree)) = cached.as_ref()
+            && *cutoff == before
+            && at.elapsed() <= max_age
+        {
+            return Ok(tree.clone());
+        }
+        let tree = Arc::new(DigestTree::build_before(store, shards, Some(before))?);
+        *cached = Some((Instant::now(), before, tree.clone()));
+        Ok(tree)
+    }
+
     async fn throttle(&self, bytes: usize) {
         let wait = self
             .limit
@@ -313,11 +337,10 @@ impl RepairState {
         req: &ReplicaStatusRequest,
     ) -> StoreResult<ReplicaStatus> {
         let shards = ctx.config.actors.shards;
+        let max_age = Duration::from_secs(1);
         let tree = match req.before_ts_ms {
-            // A cutoff is asked for rarely (an operator, the chaos harness's wipe gate): one
-            // scan of its own rather than a second cache.
-            Some(before) => Arc::new(DigestTree::build_before(&ctx.store, shards, Some(before))?),
-            None => self.tree(&ctx.store, shards, Duration::from_secs(1))?,
+            Some(before) => self.tree_before(&ctx.store, shards, before, max_age)?,
+            None => self.tree(&ctx.store, shards, max_age)?,
         };
         let mut digests = tree.digests(&DigestRequest {
             shards: req.shards.clone(),

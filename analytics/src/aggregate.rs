@@ -514,7 +514,8 @@ mod tests {
             let from_days = monthly_from_days(&shuffled, MIN15_MS).unwrap();
             prop_assert_eq!(from_days.len(), months.len());
             for (a, b) in from_days.iter().zip(&months) {
-                prop_assert_eq!((a.year, a.month, a.days, a.intervals), (b.year, b.month, b.days, b.intervals));
+                let id = |m: &MonthlyBilling| (m.year, m.month, m.days, m.intervals);
+                prop_assert_eq!(id(a), id(b));
                 prop_assert!(close(a.import_wh, b.import_wh) && close(a.export_wh, b.export_wh));
                 prop_assert_eq!(a.max_demand, b.max_demand);
                 prop_assert_eq!(&a.tou_max_demand_w, &b.tou_max_demand_w);

@@ -401,6 +401,44 @@ async fn anomalies_find_zero_runs_and_steps_down() {
     assert_eq!(e.code(), Code::InvalidArgument, "{e:?}");
 }
 
+/// A meter's aggregates over `[range.0, range.1)`.
+async fn meter_days(
+    client: &gridmesh_proto::client::Client,
+    meter: &str,
+    range: (i64, i64),
+    recompute: bool,
+) -> gridmesh_proto::v1::GetAggregatesResponse {
+    client
+        .query()
+        .get_aggregates(GetAggregatesRequest {
+            meter_id: meter.to_owned(),
+            from_ts_ms: range.0,
+            to_ts_ms: range.1,
+            recompute,
+            ..GetAggregatesRequest::default()
+        })
+        .await
+        .expect("aggregates")
+        .into_inner()
+}
+
+/// Polls (bounded) until `days` of the meter's days come from stored rows; the last answer.
+async fn wait_stored(
+    client: &gridmesh_proto::client::Client,
+    meter: &str,
+    range: (i64, i64),
+    days: u32,
+) -> gridmesh_proto::v1::GetAggregatesResponse {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    loop {
+        let answer = meter_days(client, meter, range, false).await;
+        if answer.stored_days >= days || std::time::Instant::now() > deadline {
+            return answer;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
 /// A meter actor stores each local day's aggregate when a reading opens the next day; the
 /// query answers those days from the rows, equal to recomputing them from the readings. A
 /// late reading for a closed day drops its row in the same write, and the rows survive a
@@ -423,31 +461,10 @@ async fn closed_days_are_stored_and_a_late_reading_drops_its_day() {
     let readings: Vec<Reading> = (0..2 * 96 + 8).filter(|k| *k != 10).map(sample).collect();
     push_all(&client, &readings, 50).await;
 
-    let ask = |recompute: bool| {
-        let client = client.clone();
-        let meter = meter.clone();
-        async move {
-            client
-                .query()
-                .get_aggregates(GetAggregatesRequest {
-                    meter_id: meter,
-                    from_ts_ms: base,
-                    to_ts_ms: base + 3 * DAY_MS,
-                    recompute,
-                    ..GetAggregatesRequest::default()
-                })
-                .await
-                .expect("aggregates")
-                .into_inner()
-        }
-    };
+    let range = (base, base + 3 * DAY_MS);
+    let ask = |recompute: bool| meter_days(&client, &meter, range, recompute);
     // The day rows are written just after the batch that closed each day.
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    let mut stored = ask(false).await;
-    while stored.stored_days < 2 && std::time::Instant::now() < deadline {
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-        stored = ask(false).await;
-    }
+    let stored = wait_stored(&client, &meter, range, 2).await;
     assert_eq!(stored.stored_days, 2, "days 0 and 1 closed: {stored:?}");
     let same = |a: &gridmesh_proto::v1::GetAggregatesResponse,
                 b: &gridmesh_proto::v1::GetAggregatesResponse| {
@@ -484,28 +501,11 @@ async fn closed_days_are_stored_and_a_late_reading_drops_its_day() {
         })
         .collect();
     push_all(&client, &backlog, backlog.len()).await;
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
-    loop {
-        let a = client
-            .query()
-            .get_aggregates(GetAggregatesRequest {
-                meter_id: other.clone(),
-                from_ts_ms: base,
-                to_ts_ms: base + 3 * DAY_MS,
-                ..GetAggregatesRequest::default()
-            })
-            .await
-            .expect("aggregates")
-            .into_inner();
-        if a.stored_days == 2 {
-            break;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "both days of one batch stored: {a:?}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
-    }
+    let both = wait_stored(&client, &other, range, 2).await;
+    assert_eq!(
+        both.stored_days, 2,
+        "both days of one batch stored: {both:?}"
+    );
 
     // The missing interval arrives late: day 0's row goes with it, day 1's stays.
     push_all(&client, &[sample(10)], 1).await;
@@ -521,17 +521,7 @@ async fn closed_days_are_stored_and_a_late_reading_drops_its_day() {
         .expect("SIGTERM");
     node.start().expect("restart");
     let client = connect(&node).await;
-    let again = client
-        .query()
-        .get_aggregates(GetAggregatesRequest {
-            meter_id: meter.clone(),
-            from_ts_ms: base,
-            to_ts_ms: base + 3 * DAY_MS,
-            ..GetAggregatesRequest::default()
-        })
-        .await
-        .expect("aggregates after restart")
-        .into_inner();
+    let again = meter_days(&client, &meter, range, false).await;
     assert_eq!(again.stored_days, 1);
     same(&again, &after);
 }
