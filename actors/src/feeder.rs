@@ -279,12 +279,10 @@ impl Actor for FeederActor {
             ctx: Some(ctx.clone()),
             mailbox: Some(mailbox),
         };
-        for (start, meter, contribution) in
+        state.record_all(
             ctx.store
-                .feeder_contributions(&state.feeder_id, from, i64::MAX)?
-        {
-            state.record(start, meter, contribution);
-        }
+                .feeder_contributions(&state.feeder_id, from, i64::MAX)?,
+        );
         metrics::gauge!("gridmesh_active_actors", "kind" => "feeder").increment(1.0);
         Ok(state)
     }
@@ -309,13 +307,11 @@ impl Actor for FeederActor {
         }
         match msg {
             FeederMsg::Updates(updates, signals, _slot) => {
-                for update in updates {
-                    s.record(
-                        update.interval_start_ms,
-                        update.meter_id,
-                        update.contribution,
-                    );
-                }
+                s.record_all(
+                    updates
+                        .into_iter()
+                        .map(|u| (u.interval_start_ms, u.meter_id, u.contribution)),
+                );
                 s.run_rules(&signals);
             }
             FeederMsg::Forecast(reply) => {
@@ -412,7 +408,9 @@ impl FeederState {
         }
     }
 
-    fn record(&mut self, start: i64, meter_id: String, contribution: FeederContribution) {
+    /// Records one meter's contribution to a live interval; returns whether it was kept
+    /// (intervals older than the live window are not).
+    fn record(&mut self, start: i64, meter_id: String, contribution: FeederContribution) -> bool {
         let oldest_kept = self
             .intervals
             .keys()
@@ -421,7 +419,7 @@ impl FeederState {
                 newest - (LIVE_INTERVALS as i64 - 1) * MIN15_MS
             });
         if start < oldest_kept {
-            return; // too old for the live view; the stored row is what queries use
+            return false; // too old for the live view; the stored row is what queries use
         }
         self.intervals
             .entry(start)
@@ -430,10 +428,30 @@ impl FeederState {
         while self.intervals.len() > LIVE_INTERVALS {
             self.intervals.pop_first();
         }
-        if let Some(total) = self.total(start) {
-            let load = total.mean_load_w();
-            if self.peak.is_none_or(|(_, peak)| load > peak) {
-                self.peak = Some((start, load));
+        true
+    }
+
+    /// Records contributions, then raises the live peak to the load of each interval they
+    /// changed, summed once per interval (summing after each contribution would cost the
+    /// interval's meter count per meter).
+    fn record_all(
+        &mut self,
+        contributions: impl IntoIterator<Item = (i64, String, FeederContribution)>,
+    ) {
+        let mut touched = Vec::new();
+        for (start, meter, contribution) in contributions {
+            if self.record(start, meter, contribution) && touched.last() != Some(&start) {
+                touched.push(start);
+            }
+        }
+        touched.sort_unstable();
+        touched.dedup();
+        for start in touched {
+            if let Some(total) = self.total(start) {
+                let load = total.mean_load_w();
+                if self.peak.is_none_or(|(_, peak)| load > peak) {
+                    self.peak = Some((start, load));
+                }
             }
         }
     }
@@ -491,10 +509,12 @@ mod tests {
             ctx: None,
             mailbox: None,
         };
-        state.record(0, "m1".into(), contribution(100.0, false));
-        state.record(0, "m1".into(), contribution(150.0, false));
-        state.record(0, "m2".into(), contribution(50.0, false));
-        state.record(0, "head".into(), contribution(210.0, true));
+        state.record_all([(0, "m1".into(), contribution(100.0, false))]);
+        state.record_all([
+            (0, "m1".into(), contribution(150.0, false)),
+            (0, "m2".into(), contribution(50.0, false)),
+            (0, "head".into(), contribution(210.0, true)),
+        ]);
         let live = state.live();
         assert_eq!(live.intervals.len(), 1);
         assert_eq!(live.intervals[0].customer_net_wh, 200.0);
@@ -518,11 +538,11 @@ mod tests {
             mailbox: None,
         };
         for i in 0..100 {
-            state.record(i * MIN15_MS, "m".into(), contribution(1.0, false));
+            state.record_all([(i * MIN15_MS, "m".into(), contribution(1.0, false))]);
         }
         assert_eq!(state.intervals.len(), LIVE_INTERVALS);
         // A late contribution far behind the window does not grow it again.
-        state.record(0, "m".into(), contribution(1.0, false));
+        state.record_all([(0, "m".into(), contribution(1.0, false))]);
         assert_eq!(state.intervals.len(), LIVE_INTERVALS);
     }
 }

@@ -273,7 +273,8 @@ impl IngestPipeline {
     ) {
         let ingest = &self.ctx.config.ingest;
         let (now, tolerance) = (now_ms(), ingest.future_tolerance.as_millis() as i64);
-        let mut by_meter: HashMap<String, Vec<(u32, Reading)>> = HashMap::new();
+        let mut by_meter: HashMap<String, Vec<(u32, Reading)>> =
+            HashMap::with_capacity(batch.readings.len());
         for (index, reading) in batch.readings.into_iter().enumerate() {
             let index = index as u32;
             match check_shape(&reading, now, tolerance) {

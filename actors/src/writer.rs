@@ -344,7 +344,10 @@ fn commit_rows(
     sync: SyncMode,
 ) -> Result<(), StoreError> {
     let started = Instant::now();
-    let mut rows: Vec<Row> = group.iter_mut().flat_map(|r| r.rows.drain(..)).collect();
+    let mut rows: Vec<Row> = Vec::with_capacity(group.iter().map(|r| r.rows.len()).sum());
+    for request in group.iter_mut() {
+        rows.append(&mut request.rows);
+    }
     // Inserting in key order keeps each memtable skiplist search on cache-hot nodes next to the
     // previous insert; requests from many meters otherwise scatter across the whole memtable.
     // The sort is stable, so when one group holds two writes of a key (a meter with two

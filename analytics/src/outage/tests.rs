@@ -244,4 +244,35 @@ proptest! {
         prop_assert_eq!(single.interruptions(), batched.interruptions());
         prop_assert_eq!(single.meters_down(), batched.meters_down());
     }
+
+    /// The quiet fast path (no meter down, nothing open, no silence due) never changes what
+    /// the tracker reports: the same steps with the cached bound thrown away before every
+    /// call, which forces the full walk each time, give the same events and the same state.
+    #[test]
+    fn skipping_quiet_evaluations_changes_nothing(
+        steps in prop::collection::vec((0usize..10, 0u8..5, 0i64..30), 1..150)
+    ) {
+        let (mut fast, mut full) = (tracker(), tracker());
+        let ids: Vec<String> = fast.meters.keys().cloned().collect();
+        let mut now = 0;
+        for (meter, action, minutes) in steps {
+            now += minutes * MIN;
+            let id = &ids[meter];
+            full.quiet_until = None;
+            let (a, b) = match action {
+                0..=2 => {
+                    let signal = [MeterSignal::LastGasp, MeterSignal::PowerRestore,
+                        MeterSignal::Reading][action as usize];
+                    fast.note(id, signal, now).unwrap();
+                    full.note(id, signal, now).unwrap();
+                    full.quiet_until = None;
+                    (fast.evaluate_at(now), full.evaluate_at(now))
+                }
+                _ => (fast.tick(now), full.tick(now)),
+            };
+            prop_assert_eq!(format!("{a:?}"), format!("{b:?}"));
+            prop_assert_eq!(fast.meters_down(), full.meters_down());
+        }
+        prop_assert_eq!(fast.interruptions(), full.interruptions());
+    }
 }
