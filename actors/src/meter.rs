@@ -3,18 +3,22 @@
 //! Supervised by its [`crate::shard::ShardSupervisor`]. It owns the meter's rolling state
 //! (newest timestamp, registers, counters, the open 15-minute accumulator) and decides every
 //! reading with [`crate::validation::decide`]. Per batch it submits **one** write request with
-//! the accepted readings, the updated state and the meter's contribution to each 15-minute
-//! feeder interval the batch touched; the batch's outcome for this meter travels with the
+//! the accepted readings and the meter's contribution to each 15-minute feeder interval the
+//! batch touched, plus its state row when a checkpoint is due (at most once per
+//! `actors.state_checkpoint_interval`); the batch's outcome for this meter travels with the
 //! request and is released only once the write is durable.
 //!
 //! Activation: the state is loaded in `post_start`, after waiting for the meter's previous
-//! incarnation's writes to be applied (its [`WriteCursor`] outlives the actor), so a
-//! re-activated meter resumes exactly where the last one stopped. Passivation: the state is
-//! already on disk after every batch, so stopping costs nothing.
+//! incarnation's writes to be applied (its [`WriteCursor`] outlives the actor). A row that may
+//! be older than the readings (the node, the shard or this meter stopped uncleanly since it
+//! was written) is not trusted: the state is rebuilt from the stored readings instead
+//! ([`MeterActorState::rebuild_state`]), so a re-activated meter resumes exactly where the
+//! readings on disk say it stopped. Passivation writes the row if anything changed since it
+//! was last written.
 //!
 //! Restart policy (applied by the shard): transient. A failed meter is not restarted eagerly;
-//! its next message re-activates it from stored state. Failures count against the shard's
-//! restart budget, which escalates when exceeded.
+//! its next message re-activates it, rebuilding its state from the stored readings. Failures
+//! count against the shard's restart budget, which escalates when exceeded.
 //!
 //! Message types are local-only: meters are never advertised to peers.
 
@@ -163,6 +167,9 @@ pub struct MeterArgs {
     pub info: MeterInfo,
     /// Write `info` to the registry with the first batch (auto-registration).
     pub register: bool,
+    /// The previous incarnation stopped without writing its state (it failed, or its shard
+    /// did): rebuild the state from the stored readings instead of trusting the row.
+    pub rebuild: bool,
     /// Write cursor shared with earlier incarnations.
     pub cursor: Arc<WriteCursor>,
     /// Node context.
@@ -182,7 +189,12 @@ pub struct MeterActorState {
     register: bool,
     rules: MeterRules,
     state: MeterState,
+    /// `state` differs from the stored row.
     state_dirty: bool,
+    /// When the state row was last written (see `actors.state_checkpoint_interval`).
+    checkpointed: std::time::Instant,
+    /// See [`MeterArgs::rebuild`].
+    rebuild: bool,
     cursor: Arc<WriteCursor>,
     ctx: Arc<NodeContext>,
     /// Grid rules (voltage), when analytics are on and the meter has a nominal voltage.
@@ -215,6 +227,8 @@ impl Actor for MeterActor {
             rules,
             state: MeterState::default(),
             state_dirty: false,
+            checkpointed: std::time::Instant::now(),
+            rebuild: args.rebuild,
             grid: GridRules::new(
                 &args.ctx.config.analytics,
                 &args.info.meter_id,
@@ -236,8 +250,18 @@ impl Actor for MeterActor {
     ) -> Result<(), ActorProcessingErr> {
         // The previous incarnation may still have writes queued; read only after they landed.
         s.cursor.wait_applied().await;
-        let store = &s.ctx.store;
-        s.state = store.meter_state(&s.info.meter_id)?.unwrap_or_default();
+        let ctx = s.ctx.clone();
+        let store = &ctx.store;
+        let row = store.meter_state(&s.info.meter_id)?;
+        // A row written before the store's last unclean stop may be older than readings
+        // stored after it (state rows are written at most once per checkpoint interval).
+        let current = row
+            .as_ref()
+            .is_some_and(|r| r.checkpoint_run >= store.trusted_from());
+        s.state = row.unwrap_or_default();
+        if s.rebuild || !current {
+            s.rebuild_state()?;
+        }
         s.state.activations += 1;
         s.state_dirty = true;
         if !s.info.feeder_id.is_empty() {
@@ -691,12 +715,75 @@ impl MeterActorState {
             self.register = false;
         }
         if !effect.rows.is_empty() || self.state_dirty {
-            let key = self.info.meter_id.as_bytes().to_vec();
-            effect
-                .rows
-                .push(Row::put(Space::Meters, key, self.state.encode_to_vec()));
-            self.state_dirty = false;
+            if self.checkpoint_due(effect) {
+                let row = self.state_row();
+                effect.rows.push(row);
+            } else {
+                self.state_dirty = true;
+            }
         }
+        Ok(())
+    }
+
+    /// Whether this batch writes the state row: once per `actors.state_checkpoint_interval`,
+    /// and whenever [`MeterActorState::rebuild_state`] could not reproduce the state from the
+    /// stored readings, which is when the newest reading lacks a register the state holds.
+    fn checkpoint_due(&self, effect: &BatchEffect) -> bool {
+        let interval = self.ctx.config.actors.state_checkpoint_interval;
+        if self.checkpointed.elapsed() >= interval {
+            return true;
+        }
+        effect
+            .pending
+            .get(&self.state.last_ts_ms)
+            .is_some_and(|(newest, _)| {
+                newest.energy_import_register_wh.is_none()
+                    && self.state.last_import_register_wh.is_some()
+                    || newest.energy_export_register_wh.is_none()
+                        && self.state.last_export_register_wh.is_some()
+            })
+    }
+
+    /// The state row, stamped with the store's run; marks the state saved.
+    fn state_row(&mut self) -> Row {
+        self.state.checkpoint_run = self.ctx.store.run();
+        self.state_dirty = false;
+        self.checkpointed = std::time::Instant::now();
+        let key = self.info.meter_id.as_bytes().to_vec();
+        Row::put(Space::Meters, key, self.state.encode_to_vec())
+    }
+
+    /// Rebuilds the state from the stored readings after an unclean stop: the newest
+    /// timestamp, its registers (a register the newest reading lacks keeps the row's value:
+    /// such a batch always writes the row), the open 15-minute accumulator and the count of
+    /// stored readings. The other counters keep the row's values (what happened since it was
+    /// written is lost).
+    fn rebuild_state(&mut self) -> Result<(), ActorProcessingErr> {
+        let store = &self.ctx.store;
+        let meter = &self.info.meter_id;
+        let newest = store.reading_before(meter, i64::MAX)?;
+        self.state.readings_accepted = store.count_readings(meter)?;
+        match newest {
+            Some((ts, reading)) => {
+                self.state.last_ts_ms = ts;
+                if reading.energy_import_register_wh.is_some() {
+                    self.state.last_import_register_wh = reading.energy_import_register_wh;
+                }
+                if reading.energy_export_register_wh.is_some() {
+                    self.state.last_export_register_wh = reading.energy_export_register_wh;
+                }
+                let open = Bucket::Min15.start_of(ts);
+                self.state.open_interval =
+                    Some(self.recompute(open, &BTreeMap::new(), &BTreeSet::new())?);
+            }
+            None => {
+                self.state.last_ts_ms = 0;
+                self.state.last_import_register_wh = None;
+                self.state.last_export_register_wh = None;
+                self.state.open_interval = None;
+            }
+        }
+        metrics::counter!("gridmesh_meter_state_rebuilds_total").increment(1);
         Ok(())
     }
 
@@ -856,10 +943,8 @@ impl MeterActorState {
                 effect.rows.push(crate::daily::stale(&meter, day));
             }
         }
-        let key = meter.as_bytes().to_vec();
-        effect
-            .rows
-            .push(Row::put(Space::Meters, key, self.state.encode_to_vec()));
+        let row = self.state_row();
+        effect.rows.push(row);
         effect.outcome.accepted = deleted.len() as u32;
         self.submit(effect, outcome).await;
         Ok(())
@@ -903,9 +988,9 @@ impl MeterActorState {
     async fn passivate(&mut self, myself: ActorRef<MeterMsg>) -> Result<(), ActorProcessingErr> {
         let mut rows = Vec::new();
         if self.state_dirty {
-            // Persist the activation count even when the meter only answered queries.
-            let key = self.info.meter_id.as_bytes().to_vec();
-            rows.push(Row::put(Space::Meters, key, self.state.encode_to_vec()));
+            // Everything since the last checkpoint, and the activation count even when the
+            // meter only answered queries.
+            rows.push(self.state_row());
         }
         if let Some(row) = self
             .anomaly

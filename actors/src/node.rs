@@ -23,7 +23,7 @@
 //! answered with RETRY for those readings.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use ractor::{Actor, ActorId, ActorProcessingErr, ActorRef, RpcReplyPort, SupervisionEvent};
 use ractor_cluster::RactorMessage;
@@ -108,7 +108,7 @@ impl Actor for NodeSupervisor {
         state.start_notifier(&myself).await?;
         state.start_alerts(&myself).await?;
         for shard in 0..state.ctx.config.actors.shards {
-            state.start_shard(&myself, shard).await?;
+            state.start_shard(&myself, shard, false).await?;
         }
         if state.ctx.auth().is_some() {
             state.start_sessions(&myself).await?;
@@ -128,7 +128,7 @@ impl Actor for NodeSupervisor {
         s: &mut NodeState,
     ) -> Result<(), ActorProcessingErr> {
         match msg {
-            NodeMsg::StartShard(shard) => s.start_shard(&myself, shard).await,
+            NodeMsg::StartShard(shard) => s.start_shard(&myself, shard, true).await,
             NodeMsg::StartFeeders => s.start_feeders(&myself).await,
             NodeMsg::StartGateway => s.start_gateway(&myself).await,
             NodeMsg::StartMembership => s.start_membership(&myself).await,
@@ -168,10 +168,12 @@ impl NodeState {
         &mut self,
         myself: &ActorRef<NodeMsg>,
         shard: u32,
+        recovering: bool,
     ) -> Result<(), ActorProcessingErr> {
         let args = ShardArgs {
             shard,
             ctx: self.ctx.clone(),
+            recovering,
         };
         let (actor, _) =
             Actor::spawn_linked(None, ShardSupervisor, args, myself.get_cell()).await?;
@@ -335,6 +337,41 @@ pub async fn shard_stats(ctx: &NodeContext) -> Vec<ShardStats> {
         }
     }
     out
+}
+
+/// Stops every resident meter actor (each writes its state row first, see
+/// `actors.state_checkpoint_interval`) and waits until they are gone and everything they
+/// wrote is durable, or `timeout` passes. Returns whether they all stopped in time. Part of
+/// graceful shutdown: intake is closed before, so nothing re-activates them.
+pub async fn stop_meters(ctx: &NodeContext, timeout: Duration) -> bool {
+    let deadline = tokio::time::Instant::now() + timeout;
+    for shard in ctx.shard_refs().into_iter().flatten() {
+        let _ = shard.cast(ShardMsg::PassivateAll("shutdown"));
+    }
+    let stopped = loop {
+        let stats = shard_stats(ctx).await;
+        if stats
+            .iter()
+            .all(|s| s.active_meters == 0 && s.passivating == 0)
+        {
+            break true;
+        }
+        if tokio::time::Instant::now() >= deadline {
+            let left: usize = stats.iter().map(|s| s.active_meters + s.passivating).sum();
+            tracing::warn!(
+                left,
+                "meter actors still running at the end of the shutdown grace"
+            );
+            break false;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    // Requests are applied in order: once this empty one is durable, so is every state row
+    // the stopped meters queued before it.
+    let flushed = tokio::time::timeout_at(deadline, ctx.writer.write(Vec::new()))
+        .await
+        .is_ok_and(|r| r.is_ok());
+    stopped && flushed
 }
 
 /// The meter actors resident on a node, split by what they do there.

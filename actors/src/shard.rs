@@ -14,7 +14,7 @@
 //!   on demand; more than `actors.max_restarts` meter failures within `actors.restart_window`
 //!   escalate (the shard fails, and the node supervisor restarts it).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -55,9 +55,10 @@ pub enum ShardMsg {
     },
     /// Look for idle meters.
     Tick,
-    /// This node no longer owns the shard: passivate every meter (their state is persisted;
-    /// the new owner activates them from its store).
-    PassivateAll,
+    /// Passivate every meter (each writes its state first), for the reason given as the
+    /// passivation metric's label: `moved` when this node no longer owns the shard (the new
+    /// owner activates them from its store), `shutdown` at graceful shutdown.
+    PassivateAll(&'static str),
     /// Counters of this shard.
     Stats(RpcReplyPort<ShardStats>),
     /// The meters whose actor is resident (not passivating).
@@ -89,6 +90,9 @@ pub struct ShardArgs {
     pub shard: u32,
     /// Node context.
     pub ctx: Arc<NodeContext>,
+    /// This shard supervisor replaces one that failed: its meters stopped without writing
+    /// their state, so each rebuilds it from the stored readings on its first activation.
+    pub recovering: bool,
 }
 
 /// The supervisor actor.
@@ -120,6 +124,11 @@ pub struct ShardState {
     by_actor: HashMap<ActorId, String>,
     passivating: HashMap<String, Passivating>,
     cursors: HashMap<String, Arc<WriteCursor>>,
+    /// Meters whose actor stopped without writing its state (it failed): the next
+    /// incarnation rebuilds it from the stored readings.
+    unclean: HashSet<String>,
+    /// Set when this supervisor replaced a failed one: meters not activated since.
+    recovering: Option<HashSet<String>>,
     restarts: RestartBudget,
 }
 
@@ -147,6 +156,8 @@ impl Actor for ShardSupervisor {
             by_actor: HashMap::new(),
             passivating: HashMap::new(),
             cursors: HashMap::new(),
+            unclean: HashSet::new(),
+            recovering: args.recovering.then(HashSet::new),
         })
     }
 
@@ -185,10 +196,10 @@ impl Actor for ShardSupervisor {
                 s.passivate_idle();
                 Ok(())
             }
-            ShardMsg::PassivateAll => {
+            ShardMsg::PassivateAll(reason) => {
                 let meters: Vec<String> = s.active.keys().cloned().collect();
                 for meter_id in meters {
-                    s.passivate(&meter_id, "moved");
+                    s.passivate(&meter_id, reason);
                 }
                 Ok(())
             }
@@ -293,9 +304,15 @@ impl ShardState {
         let meter_id = info.meter_id.clone();
         let cursor = self.cursors.entry(meter_id.clone()).or_default().clone();
         let mailbox = self.ctx.mailboxes.open(MailboxKind::Meter);
+        let rebuild = self.unclean.remove(&meter_id)
+            | self
+                .recovering
+                .as_mut()
+                .is_some_and(|seen| seen.insert(meter_id.clone()));
         let args = MeterArgs {
             info,
             register,
+            rebuild,
             cursor,
             ctx: self.ctx.clone(),
             mailbox: mailbox.clone(),
@@ -416,6 +433,7 @@ impl ShardState {
             meter.mailbox.close();
             self.lru.remove(&meter.lru_tick);
         }
+        self.unclean.insert(meter_id.clone());
         let shard = self.shard;
         tracing::warn!(shard, meter = %meter_id, reason, "meter actor stopped unexpectedly");
         metrics::counter!("gridmesh_actor_failures_total", "kind" => "meter").increment(1);

@@ -90,6 +90,10 @@ pub struct Store {
     pub(crate) dead_letters: Keyspace,
     meta: Keyspace,
     path: PathBuf,
+    /// This opening's run number (see [`Store::run`]).
+    run: u64,
+    /// The first run after the last unclean stop (see [`Store::trusted_from`]).
+    trusted_from: u64,
     // Held for the life of the store: the OS releases the lock when the process dies, so a
     // SIGKILLed node never leaves a stale lock behind.
     _lock: File,
@@ -163,9 +167,13 @@ impl Store {
             meta: open("meta")?,
             db,
             path: dir.to_owned(),
+            run: 0,
+            trusted_from: 0,
             _lock: lock,
         };
+        let mut store = store;
         store.check_format(shards)?;
+        store.start_run()?;
         Ok(store)
     }
 
@@ -221,6 +229,76 @@ impl Store {
             }
         }
         Ok(())
+    }
+
+    /// Numbers this opening of the directory and works out whether the previous one ended
+    /// cleanly ([`Store::mark_clean`] was its last act). Meter actors write their state row
+    /// at most once per `actors.state_checkpoint_interval` and whenever they stop, so a state
+    /// row written before an unclean stop may be older than the readings beside it.
+    fn start_run(&mut self) -> StoreResult<()> {
+        let number = |key: &str| -> StoreResult<u64> {
+            Ok(self
+                .meta
+                .get(key)?
+                .and_then(|v| std::str::from_utf8(&v).ok()?.parse::<u64>().ok())
+                .unwrap_or(0))
+        };
+        let (previous, clean, trusted) = (
+            number("run")?,
+            number("clean_run")?,
+            number("trusted_from")?,
+        );
+        self.run = previous + 1;
+        // A directory from before runs were counted has state rows written with every batch.
+        self.trusted_from = if clean == previous { trusted } else { self.run };
+        let mut batch = self
+            .db
+            .batch()
+            .durability(Some(fjall::PersistMode::SyncAll));
+        batch.insert(&self.meta, "run", self.run.to_string());
+        batch.insert(&self.meta, "trusted_from", self.trusted_from.to_string());
+        batch.commit()?;
+        if self.trusted_from == self.run && previous > 0 {
+            tracing::info!(
+                run = self.run,
+                "the previous run did not stop cleanly: meter state is rebuilt from the readings \
+                 as each meter activates"
+            );
+        }
+        Ok(())
+    }
+
+    /// This opening's run number, counted from 1 on the directory's first opening.
+    pub fn run(&self) -> u64 {
+        self.run
+    }
+
+    /// State rows written in this run or later ones are current; older ones may predate
+    /// readings written before an unclean stop, and the meter rebuilds what it can from the
+    /// readings instead.
+    pub fn trusted_from(&self) -> u64 {
+        self.trusted_from
+    }
+
+    /// Records that this run stopped cleanly: every meter wrote its state and everything
+    /// written is synced. Called last at graceful shutdown.
+    pub fn mark_clean(&self) -> StoreResult<()> {
+        self.meta.insert("clean_run", self.run.to_string())?;
+        self.persist()
+    }
+
+    /// How many readings of `meter` are stored (a scan of its keys; used to rebuild a meter's
+    /// count after an unclean stop).
+    pub fn count_readings(&self, meter: &str) -> StoreResult<u64> {
+        let mut end = keys::id_prefix(meter);
+        end.extend_from_slice(&[0xff; 9]);
+        let range = keys::reading_key(meter, 0)..end;
+        let mut count = 0;
+        for item in self.readings.range(range) {
+            item.key()?;
+            count += 1;
+        }
+        Ok(count)
     }
 
     /// Syncs everything written so far to disk (used at shutdown, whatever the sync mode).

@@ -370,6 +370,14 @@ pub struct ActorsConfig {
     /// How often shards look for idle meters. Default `1s`.
     #[serde(with = "duration")]
     pub passivation_interval: Duration,
+    /// A meter actor writes its state row (newest timestamp, registers, open 15-minute
+    /// accumulator, counters) at most this often while it takes readings, and always when it
+    /// stops. After an unclean stop (SIGKILL, a crash, a failed actor) the state is rebuilt
+    /// from the stored readings, which always hold everything acknowledged; the counters of
+    /// rejections, duplicates and corrections since the last write are lost then.
+    /// `0s` writes it with every batch (one more row per reading). Default `1s`.
+    #[serde(with = "duration")]
+    pub state_checkpoint_interval: Duration,
     /// Restarts of one supervised child allowed within `restart_window` before its supervisor
     /// gives up and escalates. Default 3.
     pub max_restarts: u32,
@@ -683,6 +691,7 @@ impl Default for ActorsConfig {
             max_active_meters: 100_000,
             meter_idle_timeout: Duration::from_secs(600),
             passivation_interval: Duration::from_secs(1),
+            state_checkpoint_interval: Duration::from_secs(1),
             max_restarts: 3,
             restart_window: Duration::from_secs(5),
         }
@@ -1172,6 +1181,13 @@ impl ActorsConfig {
                 "actors.max_active_meters ({}) must be at least actors.shards ({}) so every shard \
                  can hold one meter",
                 self.max_active_meters, self.shards
+            )));
+        }
+        if self.state_checkpoint_interval > Duration::from_secs(3600) {
+            return Err(ConfigError::Invalid(format!(
+                "actors.state_checkpoint_interval ({:?}) must be at most 1h: a crash loses the \
+                 meters' rejection counters since their last write",
+                self.state_checkpoint_interval
             )));
         }
         for (key, value) in [

@@ -5,8 +5,11 @@
 //! 1. readiness and gRPC health flip to not serving, so balancers stop sending;
 //! 2. the ingest pipeline refuses new batches (UNAVAILABLE) and in-flight ones finish, up to
 //!    `node.shutdown_grace`;
-//! 3. the gRPC and HTTP servers stop, the supervision tree stops;
-//! 4. the journal is synced one last time, whatever the sync mode, and the process exits 0.
+//! 3. every meter actor stops after writing its state row, and their writes are made durable;
+//! 4. the gRPC and HTTP servers stop, the supervision tree stops;
+//! 5. the journal is synced one last time, whatever the sync mode, and — when step 3
+//!    completed — the run is recorded as clean, so the next start trusts the state rows
+//!    instead of rebuilding each meter's state from its readings; the process exits 0.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -177,6 +180,17 @@ impl RunningNode {
                 "shutdown grace elapsed with batches in flight"
             );
         }
+        // Every meter writes its state row as it stops; a run that ends with all of them
+        // written is marked clean, and the next one trusts the rows without rebuilding.
+        let meters_saved = gridmesh_actors::node::stop_meters(
+            &self.ctx,
+            self.ctx
+                .config
+                .node
+                .shutdown_grace
+                .max(Duration::from_secs(5)),
+        )
+        .await;
         let _ = self.grpc.0.send(());
         let _ = tokio::time::timeout(Duration::from_secs(5), self.grpc.1).await;
         self.supervisor.stop(Some("shutdown".to_owned()));
@@ -184,8 +198,15 @@ impl RunningNode {
         let _ = self.http.0.send(());
         let _ = tokio::time::timeout(Duration::from_secs(2), self.http.1).await;
         let store = self.ctx.store.clone();
-        tokio::task::spawn_blocking(move || store.persist()).await??;
-        tracing::info!("shutdown complete; journal synced");
+        tokio::task::spawn_blocking(move || {
+            if meters_saved {
+                store.mark_clean()
+            } else {
+                store.persist()
+            }
+        })
+        .await??;
+        tracing::info!(meters_saved, "shutdown complete; journal synced");
         Ok(drained)
     }
 }

@@ -127,6 +127,11 @@ fn describe_metrics() {
         "Meter actors activated from stored state."
     );
     describe_counter!(
+        "gridmesh_meter_state_rebuilds_total",
+        "Meter activations that rebuilt the state from the stored readings because the state \
+         row may predate them (after an unclean stop of the node, the shard or the meter)."
+    );
+    describe_counter!(
         "gridmesh_meter_passivations_total",
         "Meter actors passivated, by reason."
     );

@@ -455,7 +455,7 @@ impl MembershipState {
                     && let Some(actor) = self.ctx.shard(shard)
                 {
                     lost += 1;
-                    let _ = actor.cast(ShardMsg::PassivateAll);
+                    let _ = actor.cast(ShardMsg::PassivateAll("moved"));
                 }
             }
             tracing::info!(
