@@ -37,6 +37,7 @@ pub mod node;
 pub mod notify;
 pub mod placement;
 pub mod query;
+pub mod recent;
 pub mod registry;
 pub mod repair;
 pub mod replica;

@@ -44,6 +44,7 @@ use crate::context::{NodeContext, now_ms};
 use crate::grid::{MeterRules as GridRules, OutageSignal, SignalKind, signals_of};
 use crate::keys;
 use crate::mailbox::Mailbox;
+use crate::recent::Recent;
 use crate::storage::{Store, encode_reading};
 use crate::validation::{Decision, History, Merge, MeterRules, Neighbour, decide, merge_copy};
 use crate::writer::{Completion, Row, Space, WriteCursor, WriteRequest};
@@ -195,6 +196,8 @@ pub struct MeterActorState {
     checkpointed: std::time::Instant,
     /// See [`MeterArgs::rebuild`].
     rebuild: bool,
+    /// The newest stored readings, for late readings (see [`crate::recent`]).
+    recent: Recent,
     cursor: Arc<WriteCursor>,
     ctx: Arc<NodeContext>,
     /// Grid rules (voltage), when analytics are on and the meter has a nominal voltage.
@@ -229,6 +232,7 @@ impl Actor for MeterActor {
             state_dirty: false,
             checkpointed: std::time::Instant::now(),
             rebuild: args.rebuild,
+            recent: Recent::unknown(),
             grid: GridRules::new(
                 &args.ctx.config.analytics,
                 &args.info.meter_id,
@@ -262,6 +266,7 @@ impl Actor for MeterActor {
         if s.rebuild || !current {
             s.rebuild_state()?;
         }
+        s.recent = Recent::above(s.state.last_ts_ms);
         s.state.activations += 1;
         s.state_dirty = true;
         if !s.info.feeder_id.is_empty() {
@@ -327,12 +332,12 @@ struct BatchEffect {
 
 impl MeterActorState {
     async fn ingest(&mut self, work: MeterWork) -> Result<(), ActorProcessingErr> {
-        // Decisions about older timestamps read the store: our own queued writes must be there.
-        if work
-            .readings
-            .iter()
-            .any(|(_, r)| r.ts_ms <= self.state.last_ts_ms)
-        {
+        // Decisions about older timestamps read the store, unless the newest stored readings
+        // held in memory answer them: our own queued writes must be there.
+        if work.readings.iter().any(|(_, r)| {
+            r.ts_ms <= self.state.last_ts_ms
+                && !self.recent.covers(r.ts_ms, Bucket::Min15.start_of(r.ts_ms))
+        }) {
             self.cursor.wait_applied().await;
         }
         let mut effect = BatchEffect {
@@ -407,6 +412,7 @@ impl MeterActorState {
             }
         }
         self.finish_batch(&mut effect)?;
+        self.recent.trim();
         let closed_days = std::mem::take(&mut effect.closed_days);
         self.submit(effect, work.outcome).await;
         if !closed_days.is_empty() {
@@ -501,6 +507,7 @@ impl MeterActorState {
                 meter: &self.info.meter_id,
                 pending: &effect.pending,
                 rows: &effect.rows,
+                recent: &self.recent,
             }
             .at(ts)
         };
@@ -550,6 +557,7 @@ impl MeterActorState {
                 meter: &self.info.meter_id,
                 pending: &effect.pending,
                 rows: &effect.rows,
+                recent: &self.recent,
             };
             decide(&self.state, &self.rules, &reading, &encoded, &mut history)
         };
@@ -596,6 +604,7 @@ impl MeterActorState {
     ) {
         let ts = reading.ts_ms;
         let bucket = Bucket::Min15.start_of(ts);
+        self.recent.stored(ts, &encoded);
         // Two versions of one timestamp in a batch: the later replaces the earlier's row (rows of
         // one atomic batch share a sequence number, so a key must not be sent twice).
         let row = match effect.pending.get(&ts) {
@@ -797,10 +806,24 @@ impl MeterActorState {
     ) -> Result<BucketAccumulator, ActorProcessingErr> {
         // A reading stamped t belongs to the bucket holding t - 1: the range is (start, end].
         let end = start + Bucket::Min15.len_ms();
-        let stored =
-            self.ctx
-                .store
-                .readings_between(&self.info.meter_id, start + 1, end + 1, usize::MAX)?;
+        let known = deleted
+            .is_empty()
+            .then(|| self.recent.between(start + 1, end + 1))
+            .flatten();
+        let stored = match known {
+            Some(known) => known
+                .into_iter()
+                .map(|(ts, encoded)| {
+                    crate::storage::decode_stored(&self.info.meter_id, ts, encoded).map(|r| (ts, r))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => self.ctx.store.readings_between(
+                &self.info.meter_id,
+                start + 1,
+                end + 1,
+                usize::MAX,
+            )?,
+        };
         let mut merged: BTreeMap<i64, Reading> = stored
             .into_iter()
             .filter(|(ts, _)| !deleted.contains(ts))
@@ -945,6 +968,8 @@ impl MeterActorState {
         }
         let row = self.state_row();
         effect.rows.push(row);
+        // The readings held in memory may include deleted ones: start over above the newest.
+        self.recent = Recent::above(self.state.last_ts_ms);
         effect.outcome.accepted = deleted.len() as u32;
         self.submit(effect, outcome).await;
         Ok(())
@@ -1012,18 +1037,32 @@ impl MeterActorState {
     }
 }
 
-/// The meter's history as [`decide`] sees it: the store plus this batch's pending readings.
+/// The meter's history as [`decide`] sees it: the store plus this batch's pending readings,
+/// with the newest stored readings answered from memory when [`Recent`] knows them.
 struct Overlay<'a> {
     store: &'a Store,
     meter: &'a str,
     pending: &'a BTreeMap<i64, (Reading, usize)>,
     rows: &'a [Row],
+    recent: &'a Recent,
+}
+
+impl Overlay<'_> {
+    fn decoded(&self, known: Option<(i64, &[u8])>) -> Option<(i64, Reading)> {
+        let (ts, encoded) = known?;
+        crate::storage::decode_stored(self.meter, ts, encoded)
+            .ok()
+            .map(|r| (ts, r))
+    }
 }
 
 impl History for Overlay<'_> {
     fn at(&mut self, ts_ms: i64) -> Option<Vec<u8>> {
         if let Some((_, row)) = self.pending.get(&ts_ms) {
             return self.rows.get(*row).and_then(|r| r.value.clone());
+        }
+        if let Some(known) = self.recent.at(ts_ms) {
+            return known.map(<[u8]>::to_vec);
         }
         self.store.reading_at(self.meter, ts_ms).ok().flatten()
     }
@@ -1034,7 +1073,10 @@ impl History for Overlay<'_> {
             .range(..ts_ms)
             .next_back()
             .map(|(t, (r, _))| (*t, r.clone()));
-        let stored = self.store.reading_before(self.meter, ts_ms).ok().flatten();
+        let stored = match self.recent.before(ts_ms) {
+            Some(known) => self.decoded(known),
+            None => self.store.reading_before(self.meter, ts_ms).ok().flatten(),
+        };
         let best = match (pending, stored) {
             (Some(p), Some(s)) => Some(if p.0 >= s.0 { p } else { s }),
             (p, s) => p.or(s),
@@ -1048,7 +1090,10 @@ impl History for Overlay<'_> {
             .range(ts_ms + 1..)
             .next()
             .map(|(t, (r, _))| (*t, r.clone()));
-        let stored = self.store.reading_after(self.meter, ts_ms).ok().flatten();
+        let stored = match self.recent.after(ts_ms) {
+            Some(known) => self.decoded(known),
+            None => self.store.reading_after(self.meter, ts_ms).ok().flatten(),
+        };
         let best = match (pending, stored) {
             (Some(p), Some(s)) => Some(if p.0 <= s.0 { p } else { s }),
             (p, s) => p.or(s),

@@ -577,10 +577,15 @@ pub fn decode_reading(meter: &str, key: &[u8], value: &[u8]) -> StoreResult<(i64
         space: "readings",
         message: "short key".to_owned(),
     })?;
+    Ok((ts, decode_stored(meter, ts, value)?))
+}
+
+/// A stored reading's encoding (see [`encode_reading`]) back as the reading at `ts_ms`.
+pub fn decode_stored(meter: &str, ts_ms: i64, value: &[u8]) -> StoreResult<Reading> {
     let mut reading = Reading::decode(value).map_err(|e| corrupt("readings", e))?;
     reading.meter_id = meter.to_owned();
-    reading.ts_ms = ts;
-    Ok((ts, reading))
+    reading.ts_ms = ts_ms;
+    Ok(reading)
 }
 
 /// The storage encoding of a reading: the protobuf without the meter id (it is in the key).
