@@ -523,7 +523,11 @@ impl IngestPipeline {
         mut replication: Option<Replication>,
     ) -> Result<FeederNews, IngestError> {
         let timeout = self.ctx.config.ingest.ack_timeout;
-        let mut news = FeederNews::default();
+        // Most groups bring one feeder update: grown once, not doubled per group.
+        let mut news = FeederNews {
+            updates: Vec::with_capacity(groups.len()),
+            signals: Vec::with_capacity(groups.len()),
+        };
         let deadline = tokio::time::Instant::now() + timeout;
         let mut copying: Option<CopyFuture> = None;
         let mut copied: Option<BTreeMap<u32, ShardResult>> = None;

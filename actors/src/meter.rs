@@ -296,7 +296,9 @@ impl Actor for MeterActor {
     ) -> Result<(), ActorProcessingErr> {
         s.mailbox.received();
         match msg {
-            MeterMsg::Ingest(work) => s.ingest(work).await,
+            // Boxed: the ingest future is large, and ractor moves the handler's future by
+            // value through several layers per message; a box is one allocation instead.
+            MeterMsg::Ingest(work) => Box::pin(s.ingest(work)).await,
             MeterMsg::Status { was_active, reply } => s.status(was_active, reply).await,
             MeterMsg::Forget { ts_ms, outcome } => s.forget(ts_ms, outcome).await,
             MeterMsg::Passivate => s.passivate(myself).await,
