@@ -25,8 +25,9 @@ use crate::buckets::{Bucket, MIN15_MS};
 use crate::storage::{Store, StoreError};
 use crate::writer::{Row, Space};
 
-/// Format byte of the persisted detector.
-const FORMAT: u8 = 1;
+/// Format byte of the persisted detector. 2: the interval ring is stored sparsely. A row of
+/// another format is not decoded: the detector is rebuilt from the stored readings.
+const FORMAT: u8 = 2;
 
 /// Days of stored import energy a fresh detector warms up on (the step rule's same-weekday
 /// baseline needs about eight weeks).

@@ -31,8 +31,9 @@
 //!    to close), so one legitimate change cannot blind the rule for good. Rises are not
 //!    alerted: a new heat pump is not an anomaly.
 //!
-//! State is about 11 KB per meter (four weeks of f32 values plus eight weeks of daily
-//! records). It serialises (serde), so a caller can persist it between activations; one
+//! State is about 11 KB per meter in memory (four weeks of f32 values plus eight weeks of
+//! daily records); persisted, the ring keeps only its present values. It serialises (serde),
+//! so a caller can persist it between activations; one
 //! without persisted state rebuilds it from stored readings with
 //! [`MeterAnomalyDetector::warm_up`].
 
@@ -198,6 +199,7 @@ pub struct MeterAnomalyDetector {
     meter_id: String,
     rules: AnomalyRules,
     /// Ring of the last weeks, by absolute interval position; NaN = no value.
+    #[serde(with = "sparse_ring")]
     ring: Vec<f32>,
     ring_sum: f64,
     ring_count: usize,
@@ -608,6 +610,96 @@ impl MeterAnomalyDetector {
             return Some(self.raise(AlertKind::ConsumptionStep, since, end_ms, ratio, -k));
         }
         None
+    }
+}
+
+/// How the ring is persisted: its length, then each run of present values as its start, its
+/// count and the values as little-endian `f32`, all in one byte string. A young meter's ring
+/// is mostly empty and costs a few hundred bytes instead of 11 KB; a full one is copied as
+/// bytes instead of going through serde value by value. Anything malformed fails the
+/// decoding (the caller then rebuilds the detector from stored readings).
+mod sparse_ring {
+    use serde::de::{self, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    /// Longer rings than any valid rules make (52 weeks of 1-minute intervals) are refused
+    /// before anything is allocated.
+    const MAX_LEN: usize = 52 * 7 * 24 * 60;
+
+    pub(super) fn serialize<S: Serializer>(ring: &[f32], s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_bytes(&encode(ring))
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<f32>, D::Error> {
+        struct Bytes;
+        impl Visitor<'_> for Bytes {
+            type Value = Vec<f32>;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("an encoded interval ring")
+            }
+
+            fn visit_bytes<E: de::Error>(self, v: &[u8]) -> Result<Vec<f32>, E> {
+                decode(v).ok_or_else(|| E::custom("malformed interval ring"))
+            }
+        }
+        d.deserialize_bytes(Bytes)
+    }
+
+    pub(super) fn encode(ring: &[f32]) -> Vec<u8> {
+        let present = ring.iter().filter(|v| !v.is_nan()).count();
+        let mut out = Vec::with_capacity(4 + 4 * present + 16);
+        out.extend_from_slice(&(ring.len() as u32).to_le_bytes());
+        let mut i = 0;
+        while i < ring.len() {
+            if ring[i].is_nan() {
+                i += 1;
+                continue;
+            }
+            let start = i;
+            while i < ring.len() && !ring[i].is_nan() {
+                i += 1;
+            }
+            out.extend_from_slice(&(start as u32).to_le_bytes());
+            out.extend_from_slice(&((i - start) as u32).to_le_bytes());
+            for v in &ring[start..i] {
+                out.extend_from_slice(&v.to_le_bytes());
+            }
+        }
+        out
+    }
+
+    pub(super) fn decode(bytes: &[u8]) -> Option<Vec<f32>> {
+        fn take_u32(bytes: &[u8]) -> Option<(usize, &[u8])> {
+            let (head, rest) = bytes.split_first_chunk::<4>()?;
+            Some((u32::from_le_bytes(*head) as usize, rest))
+        }
+        let (len, mut rest) = take_u32(bytes)?;
+        if len > MAX_LEN {
+            return None;
+        }
+        let mut ring = vec![f32::NAN; len];
+        // Runs come in order and never touch: one encoding per ring.
+        let mut free_from = 0;
+        while !rest.is_empty() {
+            let (start, r) = take_u32(rest)?;
+            let (count, r) = take_u32(r)?;
+            let end = start.checked_add(count)?;
+            if count == 0 || start < free_from || end > len {
+                return None;
+            }
+            let (values, r) = r.split_at_checked(4 * count)?;
+            for (slot, value) in ring[start..end].iter_mut().zip(values.chunks_exact(4)) {
+                let value = f32::from_le_bytes(value.try_into().ok()?);
+                if value.is_nan() {
+                    return None;
+                }
+                *slot = value;
+            }
+            free_from = end + 1;
+            rest = r;
+        }
+        Some(ring)
     }
 }
 

@@ -170,3 +170,56 @@ fn the_newest_interval_is_known_in_any_offset() {
         assert_eq!(d.rules(), &rules);
     }
 }
+
+fn ring_strategy() -> impl Strategy<Value = Vec<f32>> {
+    proptest::collection::vec(
+        prop_oneof![
+            Just(f32::NAN),
+            -1.0e6f32..1.0e6f32,
+            Just(0.0f32),
+            Just(-0.0f32)
+        ],
+        0..3000,
+    )
+}
+
+proptest! {
+    /// The persisted ring is the ring: every present value bit for bit, every gap a gap.
+    #[test]
+    fn the_sparse_ring_encoding_round_trips(ring in ring_strategy()) {
+        let decoded = sparse_ring::decode(&sparse_ring::encode(&ring)).expect("decodes");
+        prop_assert_eq!(decoded.len(), ring.len());
+        for (a, b) in ring.iter().zip(&decoded) {
+            prop_assert!(a.is_nan() && b.is_nan() || a.to_bits() == b.to_bits());
+        }
+    }
+
+    /// Garbage (a truncated, extended or flipped encoding) is refused or decodes to some
+    /// ring of at most the stated length; it never panics or allocates without bound.
+    #[test]
+    fn a_corrupt_ring_encoding_is_refused_without_panicking(
+        ring in ring_strategy(),
+        cut in 0usize..64,
+        flip in proptest::option::of((0usize..4096, 1u8..=255)),
+    ) {
+        let mut bytes = sparse_ring::encode(&ring);
+        bytes.truncate(bytes.len().saturating_sub(cut));
+        if let Some((at, mask)) = flip && !bytes.is_empty() {
+            let at = at % bytes.len();
+            bytes[at] ^= mask;
+        }
+        if let Some(decoded) = sparse_ring::decode(&bytes) {
+            prop_assert!(decoded.len() <= 52 * 7 * 24 * 60);
+        }
+    }
+}
+
+#[test]
+fn a_young_meters_ring_is_stored_in_a_few_hundred_bytes() {
+    let mut d = MeterAnomalyDetector::new("m", AnomalyRules::default()).unwrap();
+    for i in 0..96 {
+        d.observe_interval(i * MIN15_MS, 1.0 + (i % 5) as f64);
+    }
+    // One day of values: 4 bytes of length, one run header, 96 values.
+    assert_eq!(sparse_ring::encode(&d.ring).len(), 4 + 8 + 96 * 4);
+}
