@@ -282,7 +282,11 @@ impl IngestPipeline {
                     // The id moves to the group: stored readings do not repeat it.
                     let mut reading = reading;
                     let meter_id = std::mem::take(&mut reading.meter_id);
-                    by_meter.entry(meter_id).or_default().push((index, reading));
+                    // Most meters have one reading per batch: no room for four.
+                    by_meter
+                        .entry(meter_id)
+                        .or_insert_with(|| Vec::with_capacity(1))
+                        .push((index, reading));
                 }
                 Err((reason, message)) => rejected.push(Rejection {
                     index,
@@ -320,13 +324,16 @@ impl IngestPipeline {
                 answered: false,
             });
             let kind = kind(&meter_id, shard);
-            per_shard.entry(shard).or_default().push(MeterWork {
-                meter_id,
-                group,
-                readings,
-                outcome: tx.clone(),
-                kind,
-            });
+            per_shard
+                .entry(shard)
+                .or_insert_with(|| Vec::with_capacity(1))
+                .push(MeterWork {
+                    meter_id,
+                    group,
+                    readings,
+                    outcome: tx.clone(),
+                    kind,
+                });
         }
         (groups, per_shard, rx)
     }
