@@ -67,7 +67,7 @@ impl From<SignalKind> for MeterSignal {
 
 /// The supply signals in one accepted reading.
 pub fn signals_of(meter_id: &str, reading: &Reading) -> Vec<OutageSignal> {
-    let mut out = Vec::new();
+    let mut out = Vec::with_capacity(reading.events.len().max(1));
     for event in &reading.events {
         let signal = match MeterEventKind::try_from(*event) {
             Ok(MeterEventKind::LastGasp) => SignalKind::LastGasp,

@@ -343,16 +343,21 @@ impl MeterActorState {
             self.cursor.wait_applied().await;
         }
         let mut effect = BatchEffect {
+            // Sized for the usual batch of one reading per meter, which closes one interval,
+            // contributes to one feeder interval and sends one supply signal: Vec's first
+            // growth would make room for four of each.
             outcome: GroupOutcome {
                 group: work.group,
                 feeder_id: self.info.feeder_id.clone(),
+                feeder_updates: Vec::with_capacity(1),
+                signals: Vec::with_capacity(1),
                 ..GroupOutcome::default()
             },
             rows: Vec::with_capacity(work.readings.len() + 3),
             pending: BTreeMap::new(),
             dirty_buckets: BTreeSet::new(),
             closed: BTreeMap::new(),
-            finalized: Vec::new(),
+            finalized: Vec::with_capacity(1),
             open_dirty: false,
             open_touched: false,
             closed_days: Vec::new(),
