@@ -17,36 +17,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 [ $# -eq 2 ] || { echo "usage: $0 BINARY_A BINARY_B" >&2; exit 2; }
 A=$(realpath "$1") B=$(realpath "$2")
-PAIRS=${PAIRS:-5} METERS=${METERS:-5000} FEEDERS=${FEEDERS:-50} DAYS=${DAYS:-2}
-CONCURRENCY=${CONCURRENCY:-16} BATCH=${BATCH:-1000} SYNC=${SYNC:-group} BLOCK=${BLOCK:-1}
-GRPC=127.0.0.1:${GRPC_PORT:-7300} HTTP=127.0.0.1:${HTTP_PORT:-7380}
+PAIRS=${PAIRS:-5}
+. scripts/bench-node.sh
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
-ticks=$(getconf CLK_TCK)
 
-run_one() { # $1 = label, $2 = binary
-  rm -rf "$work/data"
-  "$2" serve --data-dir "$work/data" --grpc-addr "$GRPC" --http-addr "$HTTP" --sync "$SYNC" \
-    >"$work/node.log" 2>&1 &
-  local pid=$!
-  for _ in $(seq 200); do
-    curl -sf "http://$HTTP/readyz" >/dev/null 2>&1 && break
-    sleep 0.05
-  done
-  local out
-  out=$(GRIDMESH_USER=admin GRIDMESH_PASSWORD_FILE="$work/data/bootstrap-admin-password" \
-    "$A" simulate --target "$GRPC" --json --no-anomalies --meters "$METERS" \
-    --feeders "$FEEDERS" --days "$DAYS" --concurrency "$CONCURRENCY" --batch-size "$BATCH" \
-    --block-intervals "$BLOCK")
-  local cpu
-  cpu=$(awk -v t="$ticks" '{print ($14 + $15) / t}' "/proc/$pid/stat")
-  kill -TERM "$pid"; wait "$pid" || true
+run_one() { # $1 = label, $2 = binary; the client is always A's
+  start_node "$2"
+  local out cpu
+  out=$(sim "$A")
+  cpu=$(node_cpu_s)
+  stop_node
   echo "$1 $cpu $out" | tee -a "$work/runs.txt" | cut -c1-100
 }
 
 echo "# A = $A"
 echo "# B = $B"
-echo "# $PAIRS pairs: $METERS meters, $DAYS days, batch $BATCH, $CONCURRENCY in flight, block=$BLOCK"
+echo "# $PAIRS pairs: $(workload)"
 for i in $(seq "$PAIRS"); do
   run_one A "$A"
   run_one B "$B"
@@ -66,5 +53,6 @@ for label, runs in rows.items():
     print(f"{label}: {rps:9.0f} readings/s, {cpu:5.2f} us node CPU per reading (runs: "
           + ", ".join(f"{t / 1000:.1f}k/{c:.1f}" for t, c in runs) + ")")
 (ra, ca), (rb, cb) = med["A"], med["B"]
-print(f"B vs A: throughput {100 * (rb / ra - 1):+.1f} %, CPU per reading {100 * (cb / ca - 1):+.1f} %")
+print(f"B vs A: throughput {100 * (rb / ra - 1):+.1f} %, "
+      f"CPU per reading {100 * (cb / ca - 1):+.1f} %")
 PY

@@ -15,43 +15,22 @@
 # /proc/<pid>/stat), which is what the analytics-on/off comparison in docs/benchmarks.md uses.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-RUNS=${RUNS:-5} METERS=${METERS:-5000} FEEDERS=${FEEDERS:-50} DAYS=${DAYS:-2}
-CONCURRENCY=${CONCURRENCY:-16} BATCH=${BATCH:-1000} SYNC=${SYNC:-group} BLOCK=${BLOCK:-1}
-GRPC=127.0.0.1:${GRPC_PORT:-7300} HTTP=127.0.0.1:${HTTP_PORT:-7380}
+RUNS=${RUNS:-5}
+. scripts/bench-node.sh
 
 cargo build --release -p gridmesh --quiet
 B=target/release/gridmesh
 work=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-start_node() {
-  rm -rf "$work/data"
-  "$B" serve --data-dir "$work/data" --grpc-addr "$GRPC" --http-addr "$HTTP" --sync "$SYNC" \
-    >"$work/node.log" 2>&1 &
-  node_pid=$!
-  for _ in $(seq 200); do
-    curl -sf "http://$HTTP/readyz" >/dev/null 2>&1 && return 0
-    sleep 0.05
-  done
-  echo "node did not become ready:" >&2; cat "$work/node.log" >&2; exit 1
-}
-stop_node() { kill -TERM "$node_pid"; wait "$node_pid" || true; }
-sim() {
-  # A fresh node generates its bootstrap admin's password into its data directory.
-  GRIDMESH_USER=admin GRIDMESH_PASSWORD_FILE="$work/data/bootstrap-admin-password" \
-  "$B" simulate --target "$GRPC" --json --no-anomalies --meters "$METERS" --feeders "$FEEDERS" \
-    --days "$DAYS" --concurrency "$CONCURRENCY" --batch-size "$BATCH" --block-intervals "$BLOCK" "$@"
-}
-
-echo "# $RUNS runs: $METERS meters, $DAYS days, batch $BATCH, $CONCURRENCY in flight, sync=$SYNC, block=$BLOCK"
+echo "# $RUNS runs: $(workload)"
 : >"$work/runs.jsonl"
 : >"$work/cpu.txt"
-ticks=$(getconf CLK_TCK)
 for i in $(seq "$RUNS"); do
-  start_node
-  sim | tee -a "$work/runs.jsonl"
+  start_node "$B"
+  sim "$B" | tee -a "$work/runs.jsonl"
   # Node CPU seconds for the whole run (startup is a few ms).
-  awk -v t="$ticks" '{print ($14 + $15) / t}' "/proc/$node_pid/stat" | tee -a "$work/cpu.txt"
+  node_cpu_s | tee -a "$work/cpu.txt"
   stop_node
 done
 median=$(python3 - "$work/runs.jsonl" <<'PY'
@@ -76,8 +55,8 @@ half=$((median / 2))
 echo "# latency at half that rate ($half readings/s), $HALF_RUNS runs"
 : >"$work/half.jsonl"
 for i in $(seq "$HALF_RUNS"); do
-  start_node
-  sim --rate "$half" | tee -a "$work/half.jsonl"
+  start_node "$B"
+  sim "$B" --rate "$half" | tee -a "$work/half.jsonl"
   stop_node
 done
 python3 - "$work/half.jsonl" <<'PY'
