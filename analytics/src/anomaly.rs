@@ -624,7 +624,7 @@ mod sparse_ring {
 
     /// Longer rings than any valid rules make (52 weeks of 1-minute intervals) are refused
     /// before anything is allocated.
-    const MAX_LEN: usize = 52 * 7 * 24 * 60;
+    pub(super) const MAX_LEN: usize = 52 * 7 * 24 * 60;
 
     pub(super) fn serialize<S: Serializer>(ring: &[f32], s: S) -> Result<S::Ok, S::Error> {
         s.serialize_bytes(&encode(ring))
